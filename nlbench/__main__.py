@@ -1,0 +1,140 @@
+"""Command line: ``python -m nlbench {run,validate,list,report} [hydra overrides]``.
+
+- ``run [-m] key=value ...``: one run, or a sweep with ``-m`` (Hydra's override grammar: comma lists,
+  ``range()``, ``choice()``; runs go one after another and finished ones are skipped).
+- ``validate key=value ...``: build the config, load the data and draw the noise, print a summary; no training.
+- ``list``: every registry (methods, datasets, noise models, backbones) and every config choice.
+- ``report``: tables and figures from the records under ``results/``.
+
+Bad input (unknown name, rate out of range, missing data) prints one line naming the bad value and the
+valid choices, and exits with code 2 before anything is written.
+"""
+from __future__ import annotations
+
+import itertools
+import sys
+from pathlib import Path
+
+from .registry import ConfigError
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+GROUPS = ("method", "dataset", "noise", "backbone", "scale")
+USAGE = "usage: python -m nlbench {run,validate,list,report} [-m] [key=value ...]"
+
+
+def group_choices(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def compose(overrides: list[str]):
+    """Compose the Hydra config; Hydra's errors become ConfigError with the valid choices."""
+    from hydra import compose as hy_compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    for o in overrides:
+        key, _, val = o.lstrip("+~").partition("=")
+        if key in GROUPS and val and val not in group_choices(key):
+            raise ConfigError(f"unknown {key} {val!r}; valid choices: {', '.join(group_choices(key))}")
+    try:
+        with initialize_config_dir(version_base=None, config_dir=str(CONF_DIR), job_name="nlbench"):
+            return hy_compose(config_name="config", overrides=overrides)
+    except (HydraException, OmegaConfBaseException, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"bad override: {first}") from None
+
+
+def expand_sweep(overrides: list[str]) -> list[list[str]]:
+    """Hydra multirun expansion: the cartesian product of every sweep override."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as e:
+        raise ConfigError(f"bad override: {str(e).strip().splitlines()[0]}") from None
+    axes = []
+    for o in parsed:
+        key = o.get_key_element()
+        if o.is_sweep_override():
+            axes.append([f"{key}={v}" for v in o.sweep_string_iterator()])
+        else:
+            axes.append([o.input_line])
+    return [list(c) for c in itertools.product(*axes)]
+
+
+def cmd_run(args: list[str], *, dry: bool = False) -> int:
+    from .runner import build_spec, execute, prepare
+
+    multi = any(a in ("-m", "--multirun") for a in args)
+    overrides = [a for a in args if a not in ("-m", "--multirun")]
+    combos = expand_sweep(overrides) if multi else [overrides]
+    specs = [build_spec(compose(c)) for c in combos]  # validate everything before the first run
+    if dry:
+        for spec in specs:
+            prep = prepare(spec)
+            n = prep.noise
+            print(f"ok: method={spec.method} dataset={spec.dataset} ({prep.stream.num_train} train) "
+                  f"noise={n.name} actual_rate={n.actual_rate} hash={n.label_hash} backbone={spec.backbone} "
+                  f"scale={spec.scale} epochs={spec.train.epochs} record={spec.record_path}")
+        return 0
+    for i, spec in enumerate(specs):
+        if len(specs) > 1:
+            print(f"[{i + 1}/{len(specs)}] {' '.join(combos[i])}", file=sys.stderr)
+        rec = execute(spec)
+        fin = rec.get("final", {})
+        acc = fin.get("acc_last")
+        print(f"{rec['status']}: method={spec.method} dataset={spec.dataset} noise={spec.noise['name']} "
+              f"seed={spec.seed} scale={spec.scale} final {fin.get('metric', 'acc')}="
+              + (f"{acc:.2f}%" if acc is not None else "n/a")
+              + f" (best {fin.get('acc_best', float('nan')):.2f}% at epoch {fin.get('best_epoch')})"
+              + f" wall {rec.get('wall_s', 0):.1f}s record={rec.get('_path')}")
+    return 0
+
+
+def cmd_list(args: list[str]) -> int:
+    import methods  # noqa: F401
+    from .backbones import BACKBONES
+    from .data import DATASETS
+    from .method import METHODS
+    from .noise import NOISE
+
+    for title, reg in (("methods", METHODS), ("datasets", DATASETS), ("noise models", NOISE),
+                       ("backbones", BACKBONES)):
+        print(f"{title}: {', '.join(reg.names())}")
+    for g in GROUPS:
+        print(f"conf/{g}: {', '.join(group_choices(g))}")
+    return 0
+
+
+def cmd_report(args: list[str]) -> int:
+    from .report import main as report_main
+
+    return report_main(args)
+
+
+COMMANDS = {"run": cmd_run, "validate": lambda a: cmd_run(a, dry=True), "list": cmd_list, "report": cmd_report}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE + "\n" + __doc__)
+        return 0 if argv else 2
+    cmd, rest = argv[0], argv[1:]
+    if cmd not in COMMANDS:
+        print(f"error: unknown command {cmd!r}; valid choices: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    try:
+        return COMMANDS[cmd](rest)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; finished records are kept, the run in progress resumes from its checkpoint",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""The Method contract and the small dataclasses that cross module borders.
+
+The trainer owns the loop (epochs, optimisers, schedule, evaluation, checkpoints, records); a method
+owns its networks' losses and its per-sample state. A method never sees the true labels, a config
+object, a file path or the global RNG: it gets typed keyword arguments, the noisy labels, its own
+``torch.Generator`` and, each epoch, a :class:`Context` through which it can ask for batches or for an
+inference pass over the training set.
+
+Shapes: N = training-set size, K = classes, B = batch size.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Protocol
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .registry import Registry
+
+if TYPE_CHECKING:  # pragma: no cover
+    pass
+
+
+METHODS: Registry = Registry("method")
+
+
+@dataclass
+class Batch:
+    """One training batch. ``x`` is the (first) augmented view, normalised, float, (B, C, H, W).
+
+    ``x2`` is a second, independently augmented view when the stream was asked for two views.
+    ``y`` are the *noisy* training labels (B,), ``idx`` the sample indices into the training set (B,).
+    ``tag`` lets custom streams say which part of a composite step a batch belongs to (e.g. "labeled").
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    idx: torch.Tensor
+    x2: torch.Tensor | None = None
+    tag: str = ""
+
+
+@dataclass
+class StepOutput:
+    """What ``Method.loss`` returns: the scalar to back-propagate and floats to log (epoch means)."""
+
+    loss: torch.Tensor
+    logs: dict[str, float | torch.Tensor] = field(default_factory=dict)
+
+
+class Stream(Protocol):
+    """The training data as the trainer exposes it to methods (device-resident or file-based)."""
+
+    num_train: int
+
+    def batches(self, *, indices: torch.Tensor | None = None, batch_size: int | None = None,
+                views: int = 1, shuffle: bool = True, drop_last: bool = False,
+                generator: torch.Generator | None = None) -> Iterator[Batch]:
+        """Shuffled (by ``generator``), augmented batches over ``indices`` (default: all samples)."""
+        ...
+
+    def infer(self, net: nn.Module, *, indices: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (len(indices) or N, K) of ``net`` in eval mode, test transform, no grad, fp32."""
+        ...
+
+
+@dataclass
+class Context:
+    """Per-epoch view of the run that the trainer hands to a method's hooks."""
+
+    epoch: int                     # 0-based index of the current epoch
+    epochs: int                    # total epochs E
+    stream: Stream                 # training data
+    batch_size: int
+    device: torch.device
+    generator: torch.Generator     # the trainer's data generator (on the CPU)
+    step: int = 0                  # global optimisation step
+    step_in_epoch: int = 0
+    steps_per_epoch: int = 0       # of the default stream; custom streams may differ
+
+    def infer(self, net: nn.Module, indices: torch.Tensor | None = None) -> torch.Tensor:
+        return self.stream.infer(net, indices=indices)
+
+
+class Method(nn.Module):
+    """Base class of every noisy-label method.
+
+    Subclasses set ``num_networks`` (the trainer builds that many backbones and passes them in as
+    ``nets``) and implement :meth:`loss`. Constructors are keyword-only and validate their ranges.
+    Per-sample state lives in registered buffers so that it follows ``.to(device)`` and is saved in
+    ``state_dict()`` for resume. Random draws use ``self.generator`` (on the training device), whose
+    state the trainer checkpoints.
+    """
+
+    num_networks: int = 1
+    views: int = 1                    # augmented views per sample the default stream yields
+
+    def __init__(self, *, nets: Iterable[nn.Module], num_classes: int, noisy_labels: torch.Tensor,
+                 generator: torch.Generator) -> None:
+        super().__init__()
+        self.nets = nn.ModuleList(nets)
+        if len(self.nets) != self.num_networks:
+            raise ValueError(f"{type(self).__name__} needs {self.num_networks} networks, got {len(self.nets)}")
+        self.num_classes = int(num_classes)
+        self.register_buffer("noisy_labels", noisy_labels.clone().long(), persistent=False)
+        self.generator = generator
+
+    @property
+    def num_train(self) -> int:
+        return int(self.noisy_labels.numel())
+
+    # --- the one required hook ------------------------------------------------------------
+    def loss(self, batch: Batch, ctx: Context) -> StepOutput:  # pragma: no cover - abstract
+        raise NotImplementedError(f"{type(self).__name__} must implement loss()")
+
+    # --- optional hooks --------------------------------------------------------------------
+    def on_train_start(self, ctx: Context) -> None:
+        """Called once before the first epoch (not again on resume)."""
+
+    def on_epoch_start(self, ctx: Context) -> None:
+        """Schedules, sample division (e.g. DivideMix's GMM split)."""
+
+    def on_step_end(self, ctx: Context) -> None:
+        """After each optimiser step (e.g. EMA updates)."""
+
+    def on_epoch_end(self, ctx: Context) -> None:
+        """After the last step of an epoch (e.g. GSS pool updates)."""
+
+    def batches(self, ctx: Context) -> Iterator[Batch]:
+        """The epoch's batch stream; default: all samples, shuffled, ``self.views`` views."""
+        return ctx.stream.batches(batch_size=ctx.batch_size, views=self.views, generator=ctx.generator)
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Class probabilities (B, K) at test time; default: mean softmax over the networks."""
+        return torch.stack([F.softmax(net(x).float(), dim=1) for net in self.nets]).mean(0)
+
+    def selected(self) -> torch.Tensor | None:
+        """Bool mask (N,) of samples the method currently treats as clean, for diagnostics only."""
+        return None
+
+    def label_beliefs(self) -> torch.Tensor | None:
+        """(N, K) per-sample label distribution the method trains towards (e.g. GSS pools), or None.
+
+        Diagnostics code (never the method) compares it with the true labels.
+        """
+        return None
+
+    def extra_state_tensors(self) -> dict[str, torch.Tensor]:
+        """Non-buffer state to checkpoint; buffers and the generator are saved automatically."""
+        return {}
+
+
+MethodFactory = Callable[..., Method]

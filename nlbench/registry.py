@@ -1,0 +1,83 @@
+"""Name -> class/builder registries, and the one error type users see.
+
+Every component (method, dataset, noise model, backbone) is looked up by one string name. A
+misspelled name is a ``ConfigError`` that names the bad value and lists the valid choices; the CLI
+turns any ``ConfigError`` into a one-line message and exit code 2.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Generic, Iterator, TypeVar
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A bad value in user input (config, CLI, data directory). The message is shown as is."""
+
+
+class DataError(ConfigError):
+    """A missing, partial or corrupt data directory or file."""
+
+
+class Registry(Generic[T]):
+    """A name -> object mapping; duplicate names raise, unknown names list the choices.
+
+    >>> r = Registry("backbone")
+    >>> @r.register("tiny")
+    ... def tiny(): ...
+    >>> r.names()
+    ['tiny']
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._items: dict[str, T] = {}
+
+    def register(self, name: str) -> Callable[[T], T]:
+        def deco(obj: T) -> T:
+            if name in self._items:
+                raise ValueError(f"{self.kind} {name!r} is registered twice")
+            self._items[name] = obj
+            try:
+                setattr(obj, "registry_name", name)
+            except (AttributeError, TypeError):
+                pass
+            return obj
+
+        return deco
+
+    def get(self, name: str) -> T:
+        if name not in self._items:
+            raise ConfigError(
+                f"unknown {self.kind} {name!r}; valid choices: {', '.join(self.names())}"
+            )
+        return self._items[name]
+
+    def names(self) -> list[str]:
+        return sorted(self._items)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def items(self) -> list[tuple[str, T]]:
+        return [(n, self._items[n]) for n in self.names()]
+
+
+def check_range(name: str, value: Any, lo: float | None = None, hi: float | None = None,
+                *, lo_open: bool = False, hi_open: bool = False) -> float:
+    """Validate a numeric hyperparameter; raise ConfigError naming it and the allowed range."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a number, got {value!r}") from None
+    bad = (lo is not None and (v < lo or (lo_open and v == lo))) or (
+        hi is not None and (v > hi or (hi_open and v == hi)))
+    if bad or v != v:
+        lb = "(" if lo_open else "["
+        rb = ")" if hi_open else "]"
+        raise ConfigError(f"{name}={value!r} is outside {lb}{lo if lo is not None else '-inf'}, "
+                          f"{hi if hi is not None else 'inf'}{rb}")
+    return v
