@@ -1,6 +1,5 @@
 """CE: plain cross entropy on the noisy labels; with ``noise=clean`` it is the clean-label upper bound."""
-import torch.nn.functional as F
-
+from nlbench.losses import make_ce
 from nlbench.method import METHODS, Batch, Context, Method, StepOutput
 
 
@@ -8,6 +7,7 @@ from nlbench.method import METHODS, Batch, Context, Method, StepOutput
 class CrossEntropy(Method):
     def __init__(self, **base) -> None:
         super().__init__(**base)
+        self.ce = make_ce()
 
     def loss(self, batch: Batch, ctx: Context) -> StepOutput:
-        return StepOutput(F.cross_entropy(self.nets[0](batch.x), batch.y))
+        return StepOutput(self.ce(self.nets[0](batch.x), batch.y).mean())

@@ -1,10 +1,9 @@
-"""Command line: ``python -m nlbench {run,validate,list,report} [hydra overrides]``.
+"""Command line: ``python -m nlbench {run,validate,list} [hydra overrides]``.
 
 - ``run [-m] key=value ...``: one run, or a sweep with ``-m`` (Hydra's override grammar: comma lists,
   ``range()``, ``choice()``; runs go one after another and finished ones are skipped).
 - ``validate key=value ...``: build the config, load the data and draw the noise, print a summary; no training.
 - ``list``: every registry (methods, datasets, noise models, backbones) and every config choice.
-- ``report``: tables and figures from the records under ``results/``.
 
 Bad input (unknown name, rate out of range, missing data) prints one line naming the bad value and the
 valid choices, and exits with code 2 before anything is written.
@@ -12,6 +11,7 @@ valid choices, and exits with code 2 before anything is written.
 from __future__ import annotations
 
 import itertools
+import re
 import sys
 from pathlib import Path
 
@@ -19,7 +19,7 @@ from .registry import ConfigError
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 GROUPS = ("method", "dataset", "noise", "backbone", "scale")
-USAGE = "usage: python -m nlbench {run,validate,list,report} [-m] [key=value ...]"
+USAGE = "usage: python -m nlbench {run,validate,list} [-m] [key=value ...]"
 
 
 def group_choices(group: str) -> list[str]:
@@ -30,17 +30,36 @@ def compose(overrides: list[str]):
     """Compose the Hydra config; Hydra's errors become ConfigError with the valid choices."""
     from hydra import compose as hy_compose, initialize_config_dir
     from hydra.errors import HydraException
+    from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
     for o in overrides:
         key, _, val = o.lstrip("+~").partition("=")
         if key in GROUPS and val and val not in group_choices(key):
             raise ConfigError(f"unknown {key} {val!r}; valid choices: {', '.join(group_choices(key))}")
+    # train.<key> and method.params.<key> may name keys the yaml leaves out (train.warmup_epochs,
+    # a method's hyperparameters): add-or-override them here; build_spec then checks each name
+    # against the valid ones and lists them (Hydra alone would only say "Could not override").
+    overrides = [f"++{o}" if o.startswith(("train.", "method.params.")) and "=" in o else o for o in overrides]
     try:
         with initialize_config_dir(version_base=None, config_dir=str(CONF_DIR), job_name="nlbench"):
             return hy_compose(config_name="config", overrides=overrides)
     except (HydraException, OmegaConfBaseException, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        m = re.match(r"Could not override '([^']+)'", first)
+        if m:  # an unknown key: name it and the keys valid at its level
+            parent, _, _ = m.group(1).rpartition(".")
+            try:
+                groups = [o for o in overrides if o.lstrip("+~").partition("=")[0] in GROUPS]
+                with initialize_config_dir(version_base=None, config_dir=str(CONF_DIR), job_name="nlbench"):
+                    node = OmegaConf.select(hy_compose(config_name="config", overrides=groups), parent) \
+                        if parent else hy_compose(config_name="config", overrides=groups)
+                valid = ", ".join(sorted(str(k) for k in node.keys())) if hasattr(node, "keys") else ""
+            except (HydraException, OmegaConfBaseException, ValueError):
+                valid = ""
+            if valid:
+                raise ConfigError(f"unknown config key {m.group(1)!r}; valid keys"
+                                  f"{' under ' + parent if parent else ''}: {valid}") from None
         raise ConfigError(f"bad override: {first}") from None
 
 
@@ -86,8 +105,8 @@ def cmd_run(args: list[str], *, dry: bool = False) -> int:
         acc = fin.get("acc_last")
         print(f"{rec['status']}: method={spec.method} dataset={spec.dataset} noise={spec.noise['name']} "
               f"seed={spec.seed} scale={spec.scale} final {fin.get('metric', 'acc')}="
-              + (f"{acc:.2f}%" if acc is not None else "n/a")
-              + f" (best {fin.get('acc_best', float('nan')):.2f}% at epoch {fin.get('best_epoch')})"
+              + (f"{acc:.2f}% (best {fin['acc_best']:.2f}% at epoch {fin['best_epoch']})" if acc is not None
+                 else f"n/a ({rec.get('message') or 'no evaluated epoch'})")
               + f" wall {rec.get('wall_s', 0):.1f}s record={rec.get('_path')}")
     return 0
 
@@ -107,13 +126,7 @@ def cmd_list(args: list[str]) -> int:
     return 0
 
 
-def cmd_report(args: list[str]) -> int:
-    from .report import main as report_main
-
-    return report_main(args)
-
-
-COMMANDS = {"run": cmd_run, "validate": lambda a: cmd_run(a, dry=True), "list": cmd_list, "report": cmd_report}
+COMMANDS = {"run": cmd_run, "validate": lambda a: cmd_run(a, dry=True), "list": cmd_list}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -398,19 +398,26 @@ def _read_imagenet_val(root: Path, imnet_dir: Path, num_classes: int,
 _SEED_STEP = 0x9E3779B9  # odd: positions within an epoch get distinct 32-bit seeds
 
 
+def _num_batches(n: int, batch_size: int, min_last: int) -> int:
+    full, rem = divmod(n, batch_size)
+    return full + (1 if rem and rem >= min_last else 0)
+
+
 class _Chunks:
-    """Batch sampler over a fixed order: lists of ints, or of (int, seed) pairs when seeded."""
+    """Batch sampler over a fixed order: lists of ints, or of (int, seed) pairs when seeded.
+
+    A last batch smaller than ``min_last`` is dropped (all smaller than ``batch_size`` if drop_last).
+    """
 
     def __init__(self, order: torch.Tensor, batch_size: int, drop_last: bool,
-                 base_seed: int | None = None) -> None:
+                 base_seed: int | None = None, min_last: int = 1) -> None:
         self.order = order.tolist()
         self.batch_size = batch_size
-        self.drop_last = drop_last
+        self.min_last = batch_size if drop_last else min_last
         self.base_seed = base_seed
 
     def __len__(self) -> int:
-        n = len(self.order)
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+        return _num_batches(len(self.order), self.batch_size, self.min_last)
 
     def __iter__(self) -> Iterator[list]:
         bs = self.batch_size
@@ -433,12 +440,20 @@ def _load_rgb(path: str) -> Image.Image:
 
 
 class _TrainSet(Dataset):
-    """Item (train index, seed) -> (view_1, ..., view_v, index); views are uint8 (3, S, S)."""
+    """Item (train index, seed) -> (view_1, ..., view_v, index); views are uint8 (3, S, S).
 
-    def __init__(self, root: str, paths: np.ndarray, resize: int, size: int, views: int) -> None:
+    Resize(resize) once, then per view RandomCrop(size) + horizontal flip (CenterCrop(size) when
+    ``augment`` is False).
+    """
+
+    def __init__(self, root: str, paths: np.ndarray, resize: int, size: int, views: int,
+                 flip: bool = True, augment: bool = True) -> None:
         self.root, self.paths, self.views = root, paths, views
         self.base = v2.Compose([v2.Resize(resize, antialias=True), v2.PILToTensor()])
-        self.aug = v2.Compose([v2.RandomCrop(size), v2.RandomHorizontalFlip()])
+        if augment:
+            self.aug = v2.Compose([v2.RandomCrop(size), *([v2.RandomHorizontalFlip()] if flip else [])])
+        else:
+            self.aug = v2.CenterCrop(size)  # the test view, e.g. for a deterministic pass
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -450,7 +465,7 @@ class _TrainSet(Dataset):
         # augmentation depends on (generator, position) only; restore it in the main process.
         in_main = get_worker_info() is None
         state = torch.get_rng_state() if in_main else None
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)  # CPU only: torch.manual_seed would reseed CUDA
         try:
             views = [self.aug(img) for _ in range(self.views)]
         finally:
@@ -488,14 +503,16 @@ class FileStream:
     ``noisy_labels`` (N,) are the labels batches carry (normally ``data.labels("train")``).
     ``samples_per_epoch``: each :meth:`batches` call with ``indices=None`` trains on a fresh random
     subset of that size; with ``class_balanced`` the subset takes up to ceil(S/K) samples per noisy
-    class, as DivideMix does on Clothing1M (see :meth:`draw_subset`). ``autocast`` (default: bf16 on
-    CUDA, off on CPU) applies to :meth:`infer`, whose result is fp32 either way.
+    class, as DivideMix does on Clothing1M (see :meth:`draw_subset`). ``flip``: random horizontal
+    flip in the train transform. ``amp``: bf16 autocast in :meth:`infer` on CUDA (never on CPU); the
+    result is fp32 either way. As in ``DeviceStream``, a last training batch of a single sample is
+    dropped (train-mode batch norm cannot use it), and :meth:`steps` counts batches accordingly.
     """
 
     def __init__(self, data: FileData, noisy_labels: torch.Tensor, *, batch_size: int,
                  num_workers: int, device: torch.device, channels_last: bool = True,
                  samples_per_epoch: int | None = None, class_balanced: bool = False,
-                 infer_batch_size: int | None = None, autocast: bool | None = None) -> None:
+                 flip: bool = True, infer_batch_size: int | None = None, amp: bool = True) -> None:
         self.data = data
         self.num_train = len(data.train)
         self.num_classes = data.num_classes
@@ -524,7 +541,8 @@ class FileStream:
             raise ConfigError("class_balanced sampling needs samples_per_epoch")
         self.samples_per_epoch = samples_per_epoch
         self.class_balanced = bool(class_balanced)
-        self.autocast = (self.device.type == "cuda") if autocast is None else bool(autocast)
+        self.flip = bool(flip)
+        self.amp = bool(amp) and self.device.type == "cuda"
         for name, size in [("train_size", data.train_size), ("test_size", data.test_size)]:
             if not 1 <= size <= data.resize:
                 raise ConfigError(f"{data.name}: {name}={size} must be in [1, resize={data.resize}]")
@@ -553,10 +571,11 @@ class FileStream:
         counts = torch.bincount(self.noisy_labels, minlength=self.num_classes)
         return min(self.samples_per_epoch, int(counts.clamp(max=cap).sum()))
 
-    def steps_per_epoch(self, batch_size: int | None = None, drop_last: bool = False) -> int:
+    def steps(self, n: int | None = None, batch_size: int | None = None) -> int:
+        """Batches :meth:`batches` yields for ``n`` samples (default: :attr:`epoch_size`)."""
+        n = self.epoch_size if n is None else int(n)
         bs = self.batch_size if batch_size is None else self._positive("batch_size", batch_size)
-        n = self.epoch_size
-        return n // bs if drop_last else math.ceil(n / bs)
+        return _num_batches(n, bs, 2)
 
     def draw_subset(self, generator: torch.Generator) -> torch.Tensor:
         """The default epoch's sample indices (int64, sorted), drawn with ``generator``.
@@ -609,11 +628,12 @@ class FileStream:
     # --- Stream protocol ---------------------------------------------------------------------
     def batches(self, *, indices: torch.Tensor | None = None, batch_size: int | None = None,
                 views: int = 1, shuffle: bool = True, drop_last: bool = False,
-                generator: torch.Generator | None = None) -> Iterator[Batch]:
+                generator: torch.Generator | None = None, augment: bool = True) -> Iterator[Batch]:
         """Augmented batches over ``indices`` (default: all samples or the epoch's subset).
 
         Every draw (subset, permutation, augmentation base seed) happens now, in that order, from
         ``generator``; without one, a freshly seeded generator is used (not reproducible).
+        ``augment=False`` gives the test view (Resize + CenterCrop) instead.
         """
         if views not in (1, 2):
             raise ConfigError(f"views={views!r} must be 1 or 2")
@@ -625,8 +645,9 @@ class FileStream:
         if shuffle:
             idx = idx[torch.randperm(idx.numel(), generator=generator)]
         base_seed = int(torch.randint(0, 2**32, (1,), generator=generator))
-        dataset = _TrainSet(self._root, self._paths, self.data.resize, self.data.train_size, views)
-        loader = self._loader(dataset, _Chunks(idx, bs, drop_last, base_seed), base_seed)
+        size = self.data.train_size if augment else self.data.test_size
+        dataset = _TrainSet(self._root, self._paths, self.data.resize, size, views, self.flip, augment)
+        loader = self._loader(dataset, _Chunks(idx, bs, drop_last, base_seed, min_last=2), base_seed)
         return self._iter_batches(loader, views)
 
     def _iter_batches(self, loader: DataLoader, views: int) -> Iterator[Batch]:
@@ -653,7 +674,7 @@ class FileStream:
         try:
             loader = self._loader(dataset, _Chunks(idx, self.infer_batch_size, False), 0)
             for x, _ in loader:
-                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
                     out.append(net(self._normalise(x)).float())
         finally:
             net.train(was_training)

@@ -402,7 +402,7 @@ def apply_noise(kind: str, *, name: str, clean: np.ndarray | None, rate: float, 
     if clean is None:
         if fn.needs_clean:
             raise ConfigError(f"noise {name!r} (kind {kind!r}) needs the clean labels, "
-                              f"but dataset {ctx.dataset!r} has none")
+                              f"but dataset {ctx.dataset!r} has none; its own labels are the noise: use noise=real")
     else:
         clean = _as_labels("clean", clean, K)
 

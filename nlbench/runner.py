@@ -24,7 +24,7 @@ from .backbones import BACKBONES, build_backbone
 from .data import DATASETS, InMemoryData, balanced_subset, load_dataset
 from .method import METHODS, Method
 from .registry import ConfigError, check_range
-from .trainer import TrainConfig, Trainer, train_config_dict
+from .trainer import TrainConfig, Trainer, as_int, train_config_dict
 
 PROTOCOL_KEYS = set(TrainConfig.__dataclass_fields__) | {"backbone", "backbone_options", "subset_per_class"}
 #: keys of the resolved config that do not change the experiment (excluded from the config hash)
@@ -145,7 +145,8 @@ def build_spec(cfg) -> RunSpec:
 
     NOISE.get(ncfg["kind"])
     check_range(f"noise rate (noise={ncfg['name']})", ncfg["rate"], 0, 1, hi_open=True)
-    seed, noise_seed = int(c["seed"]), int(c["noise_seed"])
+    seed, noise_seed = as_int("seed", c["seed"]), as_int("noise_seed", c["noise_seed"])
+    interrupt_after = None if c.get("interrupt_after") is None else as_int("interrupt_after", c["interrupt_after"])
     return RunSpec(
         method=method, method_params=params, dataset=dataset, dataset_options=dict(dcfg.get("options") or {}),
         augment=dict(dcfg.get("augment") or {}),
@@ -155,7 +156,7 @@ def build_spec(cfg) -> RunSpec:
         train=train, seed=seed, scale=scale, data_dir=Path(str(c["data_dir"])).expanduser(),
         results_dir=Path(str(c["results_dir"])), checkpoint_dir=Path(str(c["checkpoint_dir"])),
         device=_device(str(c.get("device", "auto"))), force=bool(c.get("force", False)),
-        progress=bool(c.get("progress", True)), interrupt_after=c.get("interrupt_after"), resolved=c)
+        progress=bool(c.get("progress", True)), interrupt_after=interrupt_after, resolved=c)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,7 +193,7 @@ def prepare(spec: RunSpec) -> Prepared:
                         seed=spec.noise_seed, ctx=nctx, **spec.noise["options"])
     noisy = torch.from_numpy(noise.noisy_labels)
     dev, t = spec.device, spec.train
-    cl = t.channels_last and dev.type == "cuda"
+    cl = t.channels_last  # faster on CUDA and on CPU (measured: cnn_small eval 2.5x, train 1.2x on 2 cores)
     if in_memory:
         from .stream import DeviceStream
 
@@ -208,7 +209,7 @@ def prepare(spec: RunSpec) -> Prepared:
         from .filedata import FileStream
 
         stream = FileStream(data, noisy, batch_size=t.batch_size, num_workers=t.num_workers, device=dev,
-                            channels_last=cl, **spec.augment)
+                            channels_last=cl, infer_batch_size=t.infer_batch_size, amp=t.amp, **spec.augment)
         test_sets = {name: (lambda n=name: stream.eval_batches(n, t.infer_batch_size)) for name in data.tests}
         num_classes, in_ch, extra = len(data.classes), 3, {}
     cls = METHODS.get(spec.method)

@@ -46,26 +46,37 @@ class TrainConfig:
     warmup_epochs: float = 0.0
     eta_min: float = 0.0
     amp: bool = True               # bf16 autocast, CUDA only
-    channels_last: bool = True     # CUDA only
+    channels_last: bool = True     # networks and batches in channels_last (CUDA and CPU)
     compile: bool = False          # torch.compile the networks (CUDA)
     infer_batch_size: int = 1024
     num_workers: int = 4           # file-based datasets
     checkpoint_every: int = 1
 
     def __post_init__(self) -> None:
-        if int(self.epochs) < 1:
+        for k in ("epochs", "batch_size", "infer_batch_size", "num_workers", "checkpoint_every"):
+            setattr(self, k, as_int(f"train.{k}", getattr(self, k)))
+        if self.epochs < 1:
             raise ConfigError(f"train.epochs={self.epochs} must be >= 1")
-        if int(self.batch_size) < 2:
+        if self.batch_size < 2:
             raise ConfigError(f"train.batch_size={self.batch_size} must be >= 2")
+        if self.checkpoint_every < 1:
+            raise ConfigError(f"train.checkpoint_every={self.checkpoint_every} must be >= 1")
         check_range("train.lr", self.lr, 0, None, lo_open=True)
         check_range("train.momentum", self.momentum, 0, 1, hi_open=True)
         check_range("train.weight_decay", self.weight_decay, 0, None)
+        check_range("train.gamma", self.gamma, 0, None, lo_open=True)
+        check_range("train.warmup_epochs", self.warmup_epochs, 0, None)
+        check_range("train.eta_min", self.eta_min, 0, None)
+        for k in ("nesterov", "amp", "channels_last", "compile"):
+            if not isinstance(getattr(self, k), bool):
+                raise ConfigError(f"train.{k} must be true or false, got {getattr(self, k)!r}")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"unknown train.schedule {self.schedule!r}; valid choices: {', '.join(SCHEDULES)}")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"unknown train.optimizer {self.optimizer!r}; valid choices: {', '.join(OPTIMIZERS)}")
-        self.epochs, self.batch_size = int(self.epochs), int(self.batch_size)
-        self.milestones = tuple(int(m) for m in self.milestones)
+        if isinstance(self.milestones, (str, int, float)):
+            raise ConfigError(f"train.milestones must be a list of epochs, got {self.milestones!r}")
+        self.milestones = tuple(as_int("train.milestones", m) for m in self.milestones)
 
     def lr_at(self, epoch: int) -> float:
         """Learning rate used throughout 0-based ``epoch``."""
@@ -79,6 +90,19 @@ class TrainConfig:
             return lr / 10 + (lr - lr / 10) * e / w
         t = (e - w) / max(E - w, 1)
         return self.eta_min + 0.5 * (lr - self.eta_min) * (1 + math.cos(math.pi * t))
+
+
+def as_int(name: str, value) -> int:
+    """``value`` as an int (``3``, ``3.0``, ``"3"``); anything else is a ConfigError naming ``name``."""
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        f = float(value)
+        if not f.is_integer():
+            raise ValueError
+        return int(f)
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"{name} must be an integer, got {value!r}") from None
 
 
 EvalSet = Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]]
@@ -111,7 +135,7 @@ class Trainer:
         self.interrupt_after = interrupt_after   # for tests: stop as if killed after this many epochs
         self.log = log or (lambda s: print(s, file=sys.stderr, flush=True))
         cuda = device.type == "cuda"
-        if cuda and cfg.channels_last:
+        if cfg.channels_last:
             for net in method.nets:
                 net.to(memory_format=torch.channels_last)
         self.forward_nets = method.nets
@@ -209,6 +233,9 @@ class Trainer:
                       step=sum(h.get("steps", 0) for h in history))
         m.train()
         if start_epoch == 0:
+            # the global torch RNG (dropout, any library-internal draw) starts from the run's seed;
+            # on resume it is restored from the checkpoint instead
+            torch.manual_seed(int(torch.randint(0, 2 ** 62, (1,), generator=self.data_gen)))
             m.on_train_start(ctx)
         amp = cfg.amp and self.device.type == "cuda"
         for epoch in range(start_epoch, cfg.epochs):

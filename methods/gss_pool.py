@@ -1,0 +1,78 @@
+"""The GSS gradient direction pool: one reusable component for GSS-SB, GSS-DB and GSS-SSL.
+
+Yu et al., CVPR 2023, Sec. 5.1. Each sample n keeps a pool D_n in R^K (a buffer (N, K) on the
+training device). Every time a sample is trained, its label is drawn from D_n / sum(D_n) (Eqn. 5).
+After epoch e of E (0-based index of the epoch just finished), with p = p(noisy label) and pred the
+argmax of the model's softmax:
+
+    D_n += onehot(noisy) * p * (1 - e/E) + onehot(pred) * p * lambda1 * e/E + (1/K) * lambda2 * e/E
+                                                                            (Eqns. 6-9)
+
+Choices the paper leaves open (methods.md 1.3), each an option:
+- ``init``: ``onehot`` (default) starts D = init_mass * onehot(noisy), so epoch 0 trains on the noisy
+  labels exactly like the base loss; ``zeros`` starts empty and draws the noisy label while a pool is
+  still empty (sum 0), which differs only in the pools' later scale.
+- the uniform term adds lambda2 * e/E * (1/K) to every entry (total mass lambda2 * e/E).
+- D is never renormalised; probabilities are D normalised at sampling time.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from nlbench.registry import ConfigError, check_range
+
+INITS = ("onehot", "zeros")
+
+
+class DirectionPool(nn.Module):
+    """Per-sample gradient direction pools D (N, K) with sampling (Eqn. 5) and the update (Eqns. 6-9)."""
+
+    def __init__(self, noisy_labels: torch.Tensor, num_classes: int, *, init: str = "onehot",
+                 init_mass: float = 1.0) -> None:
+        super().__init__()
+        if init not in INITS:
+            raise ConfigError(f"unknown GSS pool init {init!r}; valid choices: {', '.join(INITS)}")
+        check_range("GSS init_mass", init_mass, 0, None, lo_open=True)
+        n, k = len(noisy_labels), int(num_classes)
+        pool = torch.zeros(n, k)
+        if init == "onehot":
+            pool[torch.arange(n), noisy_labels.long().cpu()] = float(init_mass)
+        self.register_buffer("pool", pool)
+        self.register_buffer("noisy", noisy_labels.clone().long())
+        self.num_classes = k
+
+    def sample(self, idx: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Labels (B,) drawn from D[idx] / sum(D[idx]); an empty pool gives its noisy label."""
+        d = self.pool[idx]
+        empty = d.sum(1) <= 0
+        if bool(empty.any()):
+            d = d.clone()
+            d[empty, self.noisy[idx][empty]] = 1.0
+        return torch.multinomial(d, 1, generator=generator).squeeze(1)
+
+    @torch.no_grad()
+    def update(self, probs: torch.Tensor, *, epoch: int, epochs: int, lambda1: float, lambda2: float,
+               idx: torch.Tensor | None = None) -> None:
+        """Eqns. 6-9 after 0-based ``epoch`` of ``epochs``, from softmax ``probs`` (n, K) of samples ``idx``.
+
+        ``probs`` are the model's probabilities for the samples (all N when ``idx`` is None): p_noisy =
+        probs[noisy], pred = argmax probs. Per-sample lambdas may be tensors of shape (n,) (GSS-SSL).
+        """
+        idx = torch.arange(self.pool.shape[0], device=self.pool.device) if idx is None else idx
+        probs = probs.to(self.pool.device).float()
+        noisy = self.noisy[idx]
+        t = epoch / epochs
+        p_noisy = probs.gather(1, noisy[:, None]).squeeze(1)
+        pred = probs.argmax(1)
+        lam1 = torch.as_tensor(lambda1, dtype=torch.float32, device=self.pool.device)
+        lam2 = torch.as_tensor(lambda2, dtype=torch.float32, device=self.pool.device)
+        add = torch.zeros_like(probs)
+        add.scatter_add_(1, noisy[:, None], (p_noisy * (1 - t))[:, None])
+        add.scatter_add_(1, pred[:, None], (p_noisy * lam1 * t)[:, None])
+        add += (lam2 * t / self.num_classes).expand(len(idx)).unsqueeze(1) if lam2.dim() == 0 \
+            else (lam2 * t / self.num_classes)[:, None]
+        self.pool.index_add_(0, idx, add)
+
+    def distribution(self) -> torch.Tensor:
+        return self.pool / self.pool.sum(1, keepdim=True).clamp_min(1e-12)
