@@ -45,10 +45,9 @@ class DirectionPool(nn.Module):
     def sample(self, idx: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Labels (B,) drawn from D[idx] / sum(D[idx]); an empty pool gives its noisy label."""
         d = self.pool[idx]
-        empty = d.sum(1) <= 0
-        if bool(empty.any()):
-            d = d.clone()
-            d[empty, self.noisy[idx][empty]] = 1.0
+        # branch-free (no host sync): an all-zero row gets mass 1 on its noisy label
+        empty = (d.sum(1, keepdim=True) <= 0).to(d.dtype)
+        d = d + empty * torch.nn.functional.one_hot(self.noisy[idx], self.num_classes).to(d.dtype)
         return torch.multinomial(d, 1, generator=generator).squeeze(1)
 
     @torch.no_grad()
@@ -70,8 +69,7 @@ class DirectionPool(nn.Module):
         add = torch.zeros_like(probs)
         add.scatter_add_(1, noisy[:, None], (p_noisy * (1 - t))[:, None])
         add.scatter_add_(1, pred[:, None], (p_noisy * lam1 * t)[:, None])
-        add += (lam2 * t / self.num_classes).expand(len(idx)).unsqueeze(1) if lam2.dim() == 0 \
-            else (lam2 * t / self.num_classes)[:, None]
+        add += (lam2 * t / self.num_classes).reshape(-1, 1)   # scalar or per-sample (n,)
         self.pool.index_add_(0, idx, add)
 
     def distribution(self) -> torch.Tensor:

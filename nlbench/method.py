@@ -112,7 +112,11 @@ class Method(nn.Module):
         return int(self.noisy_labels.numel())
 
     # --- the one required hook ------------------------------------------------------------
-    def loss(self, batch: Batch, ctx: Context) -> StepOutput:  # pragma: no cover - abstract
+    def loss(self, batch, ctx: Context) -> StepOutput:  # pragma: no cover - abstract
+        """The step's loss. ``batch`` is whatever :meth:`batches` yields: a :class:`Batch` by default,
+        or a method's own composite (e.g. a labeled and an unlabeled Batch for DivideMix). The
+        trainer back-propagates it and steps every network's optimiser; networks that got no
+        gradient (a peer used under no_grad) are left untouched."""
         raise NotImplementedError(f"{type(self).__name__} must implement loss()")
 
     # --- optional hooks --------------------------------------------------------------------
@@ -128,8 +132,11 @@ class Method(nn.Module):
     def on_epoch_end(self, ctx: Context) -> None:
         """After the last step of an epoch (e.g. GSS pool updates)."""
 
-    def batches(self, ctx: Context) -> Iterator[Batch]:
-        """The epoch's batch stream; default: all samples, shuffled, ``self.views`` views."""
+    def batches(self, ctx: Context) -> Iterator:
+        """The epoch's batch stream; default: all samples, shuffled, ``self.views`` views.
+
+        Override to build custom streams from ``ctx.stream.batches(indices=..., views=2, ...)``,
+        e.g. pairs of labeled/unlabeled batches, or one pass per network."""
         return ctx.stream.batches(batch_size=ctx.batch_size, views=self.views, generator=ctx.generator)
 
     @torch.no_grad()

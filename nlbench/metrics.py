@@ -41,3 +41,23 @@ def belief_stats(beliefs: torch.Tensor, true: torch.Tensor, is_clean: torch.Tens
         out[f"belief_entropy_{name}"] = ent[m].mean().item() if n else float("nan")
         out[f"belief_ptrue_{name}"] = ptrue[m].mean().item() if n else float("nan")
     return out
+
+
+def confidence_stats(probs: torch.Tensor, noisy: torch.Tensor, true: torch.Tensor) -> dict[str, float]:
+    """A network's fit of the training set (N, K softmax), clean and mislabeled samples apart.
+
+    ``conf_clean`` / ``conf_noisy``: mean probability of the given (noisy) label on clean /
+    mislabeled samples (the p_noisy that GSS weights its pool updates with); ``fit_true_*``: argmax
+    equals the true label; ``memorized``: fraction of mislabeled samples whose argmax is the wrong
+    given label.
+    """
+    pn = probs.gather(1, noisy[:, None]).squeeze(1)
+    pred = probs.argmax(1)
+    clean = noisy == true
+    out = {}
+    for name, m in (("clean", clean), ("noisy", ~clean)):
+        n = m.sum().item()
+        out[f"conf_{name}"] = pn[m].mean().item() if n else float("nan")
+        out[f"fit_true_{name}"] = (pred[m] == true[m]).float().mean().item() if n else float("nan")
+    out["memorized"] = (pred[~clean] == noisy[~clean]).float().mean().item() if (~clean).any() else float("nan")
+    return out

@@ -27,8 +27,6 @@ from .registry import ConfigError, check_range
 from .trainer import TrainConfig, Trainer, as_int, train_config_dict
 
 PROTOCOL_KEYS = set(TrainConfig.__dataclass_fields__) | {"backbone", "backbone_options", "subset_per_class"}
-#: keys of the resolved config that do not change the experiment (excluded from the config hash)
-NON_SEMANTIC = ("data_dir", "results_dir", "checkpoint_dir", "force", "progress", "device", "interrupt_after")
 
 
 @dataclass
@@ -53,9 +51,12 @@ class RunSpec:
     force: bool = False
     progress: bool = True
     interrupt_after: int | None = None
+    diagnose_train: bool = False
     resolved: dict = field(default_factory=dict)
 
     def semantic(self) -> dict:
+        """What defines the experiment (hashed into the record name); paths, device, progress and
+        diagnostics are left out since they do not change the numbers."""
         return {"method": self.method, "method_params": self.method_params, "dataset": self.dataset,
                 "dataset_options": self.dataset_options, "augment": self.augment, "noise": self.noise,
                 "noise_seed": self.noise_seed, "backbone": self.backbone,
@@ -156,7 +157,8 @@ def build_spec(cfg) -> RunSpec:
         train=train, seed=seed, scale=scale, data_dir=Path(str(c["data_dir"])).expanduser(),
         results_dir=Path(str(c["results_dir"])), checkpoint_dir=Path(str(c["checkpoint_dir"])),
         device=_device(str(c.get("device", "auto"))), force=bool(c.get("force", False)),
-        progress=bool(c.get("progress", True)), interrupt_after=interrupt_after, resolved=c)
+        progress=bool(c.get("progress", True)), diagnose_train=bool(c.get("diagnose_train", False)),
+        interrupt_after=interrupt_after, resolved=c)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -283,11 +285,13 @@ def execute(spec: RunSpec, *, log=None) -> dict:
         log(f"skipping: finished record exists at {path} (pass force=true to rerun)")
         return {**rec, "_skipped": True, "_path": str(path)}
     t0 = time.time()
+    git = _git()  # the code as it was when the run started
     prep = prepare(spec)
     trainer = Trainer(prep.method, prep.stream, prep.test_sets, spec.train, device=spec.device,
                       data_seed=spec.seed, clean_labels=prep.clean,
                       checkpoint=spec.checkpoint_path,
-                      progress=spec.progress, interrupt_after=spec.interrupt_after, log=log)
+                      progress=spec.progress, interrupt_after=spec.interrupt_after, log=log,
+                      diagnose_train=spec.diagnose_train)
     res = trainer.fit()
     primary = next(iter(prep.test_sets)) + "_top1"
     if "val" in prep.test_sets and "test" in prep.test_sets:
@@ -302,7 +306,7 @@ def execute(spec: RunSpec, *, log=None) -> dict:
         "data": {"num_train": int(prep.stream.num_train), "classes": list(getattr(data, "classes", [])),
                  **{k: v for k, v in getattr(data, "meta", {}).items() if isinstance(v, (str, int, float, bool, type(None)))}},
         "effective": {**spec.semantic(), "train": train_config_dict(spec.train)},
-        "config": spec.resolved, "git": _git(), "versions": _versions(spec.device),
+        "config": spec.resolved, "git": git, "versions": _versions(spec.device),
         "history": res.history, "final": final_metrics(res.history, primary),
         "wall_s": res.wall_s, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "elapsed_this_call_s": time.time() - t0,

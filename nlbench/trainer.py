@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 import torch
 
 from .method import Context, Method
-from .metrics import belief_stats, selection_stats, topk_correct
+from .metrics import belief_stats, confidence_stats, selection_stats, topk_correct
 from .registry import ConfigError, check_range
 
 SCHEDULES = ("cosine", "multistep", "onecycle", "constant")
@@ -122,7 +122,8 @@ class Trainer:
     def __init__(self, method: Method, stream, test_sets: dict[str, EvalSet], cfg: TrainConfig, *,
                  device: torch.device, data_seed: int, clean_labels: torch.Tensor | None = None,
                  checkpoint: Path | None = None, progress: bool = True,
-                 interrupt_after: int | None = None, log: Callable[[str], None] | None = None) -> None:
+                 interrupt_after: int | None = None, log: Callable[[str], None] | None = None,
+                 diagnose_train: bool = False) -> None:
         self.method = method.to(device)
         self.stream = stream
         self.test_sets = test_sets
@@ -133,6 +134,7 @@ class Trainer:
         self.checkpoint = checkpoint
         self.progress = progress
         self.interrupt_after = interrupt_after   # for tests: stop as if killed after this many epochs
+        self.diagnose_train = diagnose_train     # extra eval pass per epoch: fit of clean vs mislabeled samples
         self.log = log or (lambda s: print(s, file=sys.stderr, flush=True))
         cuda = device.type == "cuda"
         if cfg.channels_last:
@@ -221,6 +223,9 @@ class Trainer:
         bel = self.method.label_beliefs()
         if bel is not None:
             out.update(belief_stats(bel.to(self.device), self.clean, is_clean))
+        if self.diagnose_train:  # eval mode, no grad, no RNG: the run's numbers are unchanged
+            probs = torch.softmax(self.stream.infer(self.method.nets[0]), dim=1)
+            out.update(confidence_stats(probs, self.method.noisy_labels, self.clean))
         return out
 
     # -- the loop ------------------------------------------------------------------------------
