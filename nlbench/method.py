@@ -10,6 +10,7 @@ Shapes: N = training-set size, K = classes, B = batch size.
 """
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Protocol
 
@@ -84,7 +85,7 @@ class Context:
         return self.stream.infer(net, indices=indices)
 
 
-class Method(nn.Module):
+class Method(nn.Module, metaclass=abc.ABCMeta):
     """Base class of every noisy-label method.
 
     Subclasses set ``num_networks`` (the trainer builds that many backbones and passes them in as
@@ -112,12 +113,12 @@ class Method(nn.Module):
         return int(self.noisy_labels.numel())
 
     # --- the one required hook ------------------------------------------------------------
-    def loss(self, batch, ctx: Context) -> StepOutput:  # pragma: no cover - abstract
+    @abc.abstractmethod
+    def loss(self, batch, ctx: Context) -> StepOutput:
         """The step's loss. ``batch`` is whatever :meth:`batches` yields: a :class:`Batch` by default,
         or a method's own composite (e.g. a labeled and an unlabeled Batch for DivideMix). The
         trainer back-propagates it and steps every network's optimiser; networks that got no
         gradient (a peer used under no_grad) are left untouched."""
-        raise NotImplementedError(f"{type(self).__name__} must implement loss()")
 
     # --- optional hooks --------------------------------------------------------------------
     def on_train_start(self, ctx: Context) -> None:
