@@ -71,6 +71,3 @@ class DirectionPool(nn.Module):
         add.scatter_add_(1, pred[:, None], (p_noisy * lam1 * t)[:, None])
         add += (lam2 * t / self.num_classes).reshape(-1, 1)   # scalar or per-sample (n,)
         self.pool.index_add_(0, idx, add)
-
-    def distribution(self) -> torch.Tensor:
-        return self.pool / self.pool.sum(1, keepdim=True).clamp_min(1e-12)

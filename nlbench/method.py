@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Protocol
+from typing import TYPE_CHECKING, Iterable, Iterator, Protocol
 
 import torch
 import torch.nn as nn
@@ -155,10 +155,3 @@ class Method(nn.Module, metaclass=abc.ABCMeta):
         Diagnostics code (never the method) compares it with the true labels.
         """
         return None
-
-    def extra_state_tensors(self) -> dict[str, torch.Tensor]:
-        """Non-buffer state to checkpoint; buffers and the generator are saved automatically."""
-        return {}
-
-
-MethodFactory = Callable[..., Method]

@@ -81,3 +81,16 @@ def check_range(name: str, value: Any, lo: float | None = None, hi: float | None
         raise ConfigError(f"{name}={value!r} is outside {lb}{lo if lo is not None else '-inf'}, "
                           f"{hi if hi is not None else 'inf'}{rb}")
     return v
+
+
+def as_int(name: str, value) -> int:
+    """``value`` as an int (``3``, ``3.0``, ``"3"``); anything else is a ConfigError naming ``name``."""
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        f = float(value)
+        if not f.is_integer():
+            raise ValueError
+        return int(f)
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"{name} must be an integer, got {value!r}") from None

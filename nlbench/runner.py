@@ -23,8 +23,8 @@ from . import store
 from .backbones import BACKBONES, build_backbone
 from .data import DATASETS, InMemoryData, balanced_subset, load_dataset
 from .method import METHODS, Method
-from .registry import ConfigError, check_range
-from .trainer import TrainConfig, Trainer, as_int, train_config_dict
+from .registry import ConfigError, as_int, check_range
+from .trainer import TrainConfig, Trainer, train_config_dict
 
 PROTOCOL_KEYS = set(TrainConfig.__dataclass_fields__) | {"backbone", "backbone_options", "subset_per_class"}
 

@@ -21,7 +21,7 @@ import torch
 
 from .method import Context, Method
 from .metrics import belief_stats, confidence_stats, selection_stats, topk_correct
-from .registry import ConfigError, check_range
+from .registry import ConfigError, as_int, check_range
 
 SCHEDULES = ("cosine", "multistep", "onecycle", "constant")
 OPTIMIZERS = ("sgd", "adam")
@@ -92,19 +92,6 @@ class TrainConfig:
         return self.eta_min + 0.5 * (lr - self.eta_min) * (1 + math.cos(math.pi * t))
 
 
-def as_int(name: str, value) -> int:
-    """``value`` as an int (``3``, ``3.0``, ``"3"``); anything else is a ConfigError naming ``name``."""
-    try:
-        if isinstance(value, bool):
-            raise ValueError
-        f = float(value)
-        if not f.is_integer():
-            raise ValueError
-        return int(f)
-    except (TypeError, ValueError, OverflowError):
-        raise ConfigError(f"{name} must be an integer, got {value!r}") from None
-
-
 EvalSet = Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]]
 
 
@@ -140,7 +127,6 @@ class Trainer:
         if cfg.channels_last:
             for net in method.nets:
                 net.to(memory_format=torch.channels_last)
-        self.forward_nets = method.nets
         if cuda and cfg.compile:
             for i in range(len(method.nets)):
                 method.nets[i] = torch.compile(method.nets[i])
