@@ -14,6 +14,11 @@ Choices the paper leaves open (methods.md 1.3), each an option:
   still empty (sum 0), which differs only in the pools' later scale.
 - the uniform term adds lambda2 * e/E * (1/K) to every entry (total mass lambda2 * e/E).
 - D is never renormalised; probabilities are D normalised at sampling time.
+- ``pred_weight`` (Eqn. 7 has two readings): ``noisy`` (default, the literal text) weights the
+  prediction term by p_noisy, the probability of the *given* label; ``pred`` weights it by max(p),
+  the confidence of the prediction itself, so that a mislabeled sample the model confidently and
+  correctly predicts moves towards its prediction (Sec. 5.1's description). The default is chosen
+  on the noisy validation split (RESULTS.md), never on the test set.
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ import torch.nn as nn
 from nlbench.registry import ConfigError, check_range
 
 INITS = ("onehot", "zeros")
+PRED_WEIGHTS = ("noisy", "pred")
 
 
 class DirectionPool(nn.Module):
@@ -52,22 +58,26 @@ class DirectionPool(nn.Module):
 
     @torch.no_grad()
     def update(self, probs: torch.Tensor, *, epoch: int, epochs: int, lambda1: float, lambda2: float,
-               idx: torch.Tensor | None = None) -> None:
+               idx: torch.Tensor | None = None, pred_weight: str = "noisy") -> None:
         """Eqns. 6-9 after 0-based ``epoch`` of ``epochs``, from softmax ``probs`` (n, K) of samples ``idx``.
 
         ``probs`` are the model's probabilities for the samples (all N when ``idx`` is None): p_noisy =
         probs[noisy], pred = argmax probs. Per-sample lambdas may be tensors of shape (n,) (GSS-SSL).
+        ``pred_weight``: the prediction term's weight, p_noisy (``noisy``) or max(probs) (``pred``).
         """
+        if pred_weight not in PRED_WEIGHTS:
+            raise ConfigError(f"unknown GSS pred_weight {pred_weight!r}; valid choices: {', '.join(PRED_WEIGHTS)}")
         idx = torch.arange(self.pool.shape[0], device=self.pool.device) if idx is None else idx
         probs = probs.to(self.pool.device).float()
         noisy = self.noisy[idx]
         t = epoch / epochs
         p_noisy = probs.gather(1, noisy[:, None]).squeeze(1)
-        pred = probs.argmax(1)
+        p_pred, pred = probs.max(1)
+        w_pred = p_noisy if pred_weight == "noisy" else p_pred
         lam1 = torch.as_tensor(lambda1, dtype=torch.float32, device=self.pool.device)
         lam2 = torch.as_tensor(lambda2, dtype=torch.float32, device=self.pool.device)
         add = torch.zeros_like(probs)
         add.scatter_add_(1, noisy[:, None], (p_noisy * (1 - t))[:, None])
-        add.scatter_add_(1, pred[:, None], (p_noisy * lam1 * t)[:, None])
+        add.scatter_add_(1, pred[:, None], (w_pred * lam1 * t)[:, None])
         add += (lam2 * t / self.num_classes).reshape(-1, 1)   # scalar or per-sample (n,)
         self.pool.index_add_(0, idx, add)

@@ -10,6 +10,8 @@ Choices where the paper is silent (also in conf/method/gss_sb.yaml):
   training set at the end of each epoch (eval mode, no augmentation, deterministic). ``train``: the
   softmax of each sample's last training forward pass in the epoch (augmented, train-mode BN; no
   extra pass).
+- ``pred_weight``: Eqn. 7's prediction term weighted by p_noisy (``noisy``, the literal reading) or
+  by the prediction's own confidence max(p) (``pred``); see gss_pool.
 - ``init``: pool start, ``onehot`` (default, epoch 0 == base loss) or ``zeros``; see gss_pool.
 With lambda1 = lambda2 = 0 and a one-hot start the pools only ever hold the noisy label, so GSS-SB
 reproduces its base loss exactly (tested).
@@ -23,7 +25,7 @@ from nlbench.losses import build_loss
 from nlbench.method import METHODS, Batch, Context, Method, StepOutput
 from nlbench.registry import ConfigError, check_range
 
-from .gss_pool import DirectionPool
+from .gss_pool import PRED_WEIGHTS, DirectionPool
 
 STATS = ("infer", "train")
 
@@ -32,13 +34,16 @@ STATS = ("infer", "train")
 class GSSSingleBranch(Method):
     def __init__(self, *, lambda1: float = 2.0, lambda2: float = 1.0, base_loss: str = "ce",
                  base_params: dict | None = None, init: str = "onehot", init_mass: float = 1.0,
-                 stats: str = "infer", **base) -> None:
+                 stats: str = "infer", pred_weight: str = "noisy", **base) -> None:
         super().__init__(**base)
         self.lambda1 = check_range("gss lambda1", lambda1, 0, None)
         self.lambda2 = check_range("gss lambda2", lambda2, 0, None)
         if stats not in STATS:
             raise ConfigError(f"unknown gss stats {stats!r}; valid choices: {', '.join(STATS)}")
         self.stats = stats
+        if pred_weight not in PRED_WEIGHTS:
+            raise ConfigError(f"unknown gss pred_weight {pred_weight!r}; valid choices: {', '.join(PRED_WEIGHTS)}")
+        self.pred_weight = pred_weight
         self.base_loss = build_loss(base_loss, **(base_params or {}))
         self.pool = DirectionPool(self.noisy_labels, self.num_classes, init=init, init_mass=init_mass)
         if stats == "train":
@@ -55,7 +60,8 @@ class GSSSingleBranch(Method):
     @torch.no_grad()
     def on_epoch_end(self, ctx: Context) -> None:
         probs = self.train_probs if self.stats == "train" else F.softmax(ctx.infer(self.nets[0]), dim=1)
-        self.pool.update(probs, epoch=ctx.epoch, epochs=ctx.epochs, lambda1=self.lambda1, lambda2=self.lambda2)
+        self.pool.update(probs, epoch=ctx.epoch, epochs=ctx.epochs, lambda1=self.lambda1, lambda2=self.lambda2,
+                         pred_weight=self.pred_weight)
 
     def label_beliefs(self) -> torch.Tensor:
         return self.pool.pool

@@ -35,6 +35,21 @@ def test_pool_update_matches_eqns_6_to_9_by_hand():
     torch.testing.assert_close(pool2.pool, torch.tensor([[0.2, 0, 0], [0, 0, 0.6]]))
 
 
+def test_pool_update_pred_weight_reading():
+    """Eqn. 7, second reading: the prediction term is weighted by max(p), not by p_noisy."""
+    noisy = torch.tensor([0, 2])
+    probs = torch.tensor([[0.2, 0.7, 0.1], [0.1, 0.3, 0.6]])
+    pool = DirectionPool(noisy, 3)
+    pool.update(probs, epoch=5, epochs=20, lambda1=2.0, lambda2=1.0, pred_weight="pred")
+    u = 0.25 / 3
+    # sample 0: pred 1 += max p 0.7 * 2 * 0.25 = 0.35; sample 1: pred = noisy, max p = p_noisy = 0.6
+    expect = torch.tensor([[1 + 0.15 + u, 0.35 + u, u],
+                           [u, u, 1 + 0.6 * 0.75 + 0.6 * 2 * 0.25 + u]])
+    torch.testing.assert_close(pool.pool, expect)
+    with pytest.raises(ConfigError, match="pred_weight 'max'.*noisy, pred"):
+        pool.update(probs, epoch=1, epochs=2, lambda1=1.0, lambda2=0.0, pred_weight="max")
+
+
 def test_pool_update_per_sample_lambdas_and_subset():
     noisy = torch.tensor([1, 1, 1])
     pool = DirectionPool(noisy, 2, init="zeros")
