@@ -1,7 +1,9 @@
 """Backbone registry: name -> builder(num_classes, in_channels, **options) -> nn.Module.
 
 - ``resnet18_cifar``: ResNet18 for 32x32 inputs (3x3 stride-1 stem, no max-pool), the GSS paper's
-  CIFAR network.
+  CIFAR network. ``pretrained`` loads ImageNet ResNet-18 weights in torchvision's layout into the four
+  residual stages; the 3x3 stem (conv1 + its BN) and the classifier stay freshly initialised, since
+  the ImageNet stem is a 7x7 stride-2 conv and the classifier has 1000 outputs.
 - ``preact_resnet18``: PreAct-ResNet18 as in DivideMix's PreResNet.py (also used by ELR+).
 - ``resnet50``: torchvision ResNet-50; ``pretrained=true`` loads ImageNet weights from the local torch
   hub cache (or downloads them when ``download=true`` and a network exists); offline without the file is
@@ -25,7 +27,19 @@ BACKBONES: Registry = Registry("backbone")
 
 
 def build_backbone(name: str, *, num_classes: int, in_channels: int, **options) -> nn.Module:
+    """Build ``name``. ``pretrained`` (ImageNet weights) applies to the backbones whose builder takes it;
+    ``pretrained: false`` is accepted (and ignored) by every backbone."""
+    import inspect
+
     builder = BACKBONES.get(name)
+    if "pretrained" in inspect.signature(builder).parameters:
+        pass
+    elif options.get("pretrained"):
+        takes = [n for n in BACKBONES.names() if "pretrained" in inspect.signature(BACKBONES.get(n)).parameters]
+        raise ConfigError(f"backbone {name!r} has no pretrained weights (pretrained={options['pretrained']!r}); "
+                          f"backbones with ImageNet weights: {', '.join(takes)}")
+    else:
+        options = {k: v for k, v in options.items() if k not in ("pretrained", "download")}
     try:
         return builder(num_classes=num_classes, in_channels=in_channels, **options)
     except TypeError as e:  # an unknown option key
@@ -109,8 +123,14 @@ class CifarResNet(nn.Module):
 
 
 @BACKBONES.register("resnet18_cifar")
-def resnet18_cifar(*, num_classes: int, in_channels: int = 3, width: int = 64) -> nn.Module:
-    return CifarResNet(BasicBlock, [2, 2, 2, 2], num_classes, in_channels, width)
+def resnet18_cifar(*, num_classes: int, in_channels: int = 3, width: int = 64, pretrained=False,
+                   download: bool = False) -> nn.Module:
+    net = CifarResNet(BasicBlock, [2, 2, 2, 2], num_classes, in_channels, width)
+    if pretrained:
+        if width != 64:
+            raise ConfigError(f"resnet18_cifar: ImageNet weights need width=64, got width={width}")
+        net.nlbench_init = load_imagenet_into_cifar_resnet(net, *imagenet_state("resnet18", pretrained, download))
+    return net
 
 
 @BACKBONES.register("preact_resnet18")
@@ -142,29 +162,95 @@ def _hub_checkpoint(url: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
 
 
+def imagenet_state(arch: str, pretrained, download: bool) -> tuple[dict[str, torch.Tensor], str]:
+    """ImageNet weights of torchvision's ``arch`` ("resnet18" | "resnet50") and where they came from.
+
+    ``pretrained``: ``true`` reads torchvision's IMAGENET1K_V1 file from the torch hub cache
+    (downloading it only when ``download`` is true); a string is a path to a state dict in torchvision's
+    layout (a bare state dict, or one under a ``state_dict`` key). A missing file is a ConfigError.
+    """
+    from torchvision.models import ResNet18_Weights, ResNet50_Weights
+
+    if isinstance(pretrained, (str, os.PathLike)) and str(pretrained).lower() not in ("true", "imagenet"):
+        path = Path(pretrained).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"backbone.options.pretrained={str(pretrained)!r}: no such weight file; give a "
+                              f"path to a torchvision-layout {arch} state dict, true (torch hub cache) or false")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # a corrupt or foreign file: many exception types
+            raise ConfigError(f"could not read weight file {path}: {type(e).__name__}: {e}") from None
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+        if not isinstance(state, dict):
+            raise ConfigError(f"weight file {path} holds no state dict")
+        return state, str(path)
+    weights = {"resnet18": ResNet18_Weights, "resnet50": ResNet50_Weights}[arch].IMAGENET1K_V1
+    path = _hub_checkpoint(weights.url)
+    if not path.exists() and not download:
+        raise ConfigError(
+            f"pretrained {arch} weights not found at {path}; this machine is offline or "
+            f"backbone.options.download=false. Copy {os.path.basename(weights.url)} there (from {weights.url}), "
+            f"pass backbone.options.pretrained=<path to the file>, or set backbone.options.pretrained=false")
+    try:
+        state = weights.get_state_dict(progress=False, check_hash=True)
+    except Exception as e:  # network errors come in many types
+        raise ConfigError(f"could not load pretrained {arch} weights ({e}); put the file at {path}") from None
+    return state, f"torchvision {arch} IMAGENET1K_V1 ({path.name})"
+
+
+def _torchvision_to_cifar(key: str) -> str | None:
+    """torchvision ResNet key -> CifarResNet key; None for the stem and the classifier (kept fresh)."""
+    if not key.startswith("layer"):
+        return None                                   # conv1.*, bn1.* (7x7 stem), fc.* (1000 classes)
+    stage, rest = key[len("layer"):].split(".", 1)
+    return f"layers.{int(stage) - 1}." + rest.replace("downsample.", "shortcut.")
+
+
+def load_imagenet_into_cifar_resnet(net: nn.Module, state: dict[str, torch.Tensor], source: str) -> dict:
+    """Copy the residual stages of a torchvision ResNet-18 state dict into ``net``; returns what loaded."""
+    own = net.state_dict()
+    mapped = {}
+    for k, v in state.items():
+        ck = _torchvision_to_cifar(k)
+        if ck is None:
+            continue
+        if ck not in own or own[ck].shape != v.shape:
+            raise ConfigError(f"weight file {source}: {k} (shape {tuple(v.shape)}) does not fit resnet18_cifar "
+                              f"({ck}: {tuple(own[ck].shape) if ck in own else 'missing'}); expected a "
+                              f"torchvision resnet18 state dict")
+        mapped[ck] = v
+    stage_keys = [k for k in own if k.startswith("layers.")]
+    missing = [k for k in stage_keys if k not in mapped]
+    if missing:
+        raise ConfigError(f"weight file {source} lacks {len(missing)} residual-stage tensors of resnet18 "
+                          f"(first: {missing[0]})")
+    net.load_state_dict(mapped, strict=False)
+    return {"weights": source, "loaded": "layers (the 4 residual stages)",
+            "fresh": "conv1, bn1 (3x3 stem), linear (classifier)", "tensors_loaded": len(mapped)}
+
+
 @BACKBONES.register("resnet50")
-def resnet50(*, num_classes: int, in_channels: int = 3, pretrained: bool = False,
+def resnet50(*, num_classes: int, in_channels: int = 3, pretrained=False,
              download: bool = False) -> nn.Module:
-    """torchvision ResNet-50; ImageNet weights (IMAGENET1K_V1) when ``pretrained``; new fc layer."""
-    from torchvision.models import ResNet50_Weights, resnet50 as tv_resnet50
+    """torchvision ResNet-50; ImageNet weights when ``pretrained`` (true: IMAGENET1K_V1 from the hub
+    cache; a string: a weight file in torchvision's layout); always a new fc layer."""
+    from torchvision.models import resnet50 as tv_resnet50
 
     if in_channels != 3:
         raise ConfigError(f"resnet50 expects 3 input channels, got {in_channels}")
     net = tv_resnet50(weights=None)
+    info = None
     if pretrained:
-        weights = ResNet50_Weights.IMAGENET1K_V1
-        path = _hub_checkpoint(weights.url)
-        if not path.exists() and not download:
-            raise ConfigError(
-                f"pretrained resnet50 weights not found at {path}; this machine is offline or "
-                f"backbone.download=false. Copy {os.path.basename(weights.url)} there (from {weights.url}) "
-                f"or set backbone.pretrained=false")
+        state, source = imagenet_state("resnet50", pretrained, download)
         try:
-            state = weights.get_state_dict(progress=False, check_hash=True)
-        except Exception as e:  # network errors come in many types
-            raise ConfigError(f"could not load pretrained resnet50 weights ({e}); put the file at {path}") from None
-        net.load_state_dict(state)
+            net.load_state_dict(state)
+        except RuntimeError as e:
+            raise ConfigError(f"weight file {source} does not fit torchvision resnet50: "
+                              f"{str(e).splitlines()[0]}") from None
+        info = {"weights": source, "loaded": "all but fc", "fresh": "fc (classifier)"}
     net.fc = nn.Linear(net.fc.in_features, num_classes)
+    if info:
+        net.nlbench_init = info
     return net
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .registry import ConfigError, DataError, Registry
+from .registry import ConfigError, DataError, Registry, check_range
 
 DATASETS: Registry = Registry("dataset")
 
@@ -75,6 +75,25 @@ def balanced_subset(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray
             raise ConfigError(f"subset_per_class={per_class} exceeds the {len(members)} samples of class {c}")
         out.append(rng.choice(members, per_class, replace=False))
     return np.sort(np.concatenate(out))
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split positions 0..N-1 into (train, val), sorted, with round(fraction * n_c) of each class c of
+    ``labels`` (N,) in val, drawn with ``np.random.default_rng([seed, 1])`` (a stream of its own, so the
+    split never shifts the noise or subset draws made with the same seed). Every class keeps at least one
+    training sample; ``fraction`` must lie in [0, 1)."""
+    check_range("val_fraction", fraction, 0, 1, hi_open=True)
+    labels = np.asarray(labels)
+    rng = np.random.default_rng([int(seed), 1])
+    val = []
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        k = min(int(round(fraction * len(members))), len(members) - 1)
+        val.append(rng.choice(members, k, replace=False))
+    v = np.sort(np.concatenate(val)) if val else np.zeros(0, np.int64)
+    keep = np.ones(len(labels), bool)
+    keep[v] = False
+    return np.flatnonzero(keep), v.astype(np.int64)
 
 
 def load_dataset(name: str, *, data_dir: str | Path, download: bool = False, **options):
