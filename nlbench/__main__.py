@@ -41,6 +41,10 @@ def compose(overrides: list[str]):
     # a method's hyperparameters): add-or-override them here; build_spec then checks each name
     # against the valid ones and lists them (Hydra alone would only say "Could not override").
     overrides = [f"++{o}" if o.startswith(("train.", "method.params.")) and "=" in o else o for o in overrides]
+    # a method parameter set on the command line wins over the yaml's params_by_dataset/params_by_noise:
+    # it is kept apart under method.params_cli (runner.resolve_method_params applies it last)
+    overrides = [f"++method.params_cli.{o.lstrip('+')[len('method.params.'):]}"
+                 if o.lstrip("+").startswith("method.params.") and "=" in o else o for o in overrides]
     try:
         with initialize_config_dir(version_base=None, config_dir=str(CONF_DIR), job_name="nlbench"):
             return hy_compose(config_name="config", overrides=overrides)

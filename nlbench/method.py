@@ -11,14 +11,15 @@ Shapes: N = training-set size, K = classes, B = batch size.
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass, field
+import contextlib
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Iterable, Iterator, Protocol
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .registry import Registry
+from .registry import ConfigError, Registry, check_range
 
 if TYPE_CHECKING:  # pragma: no cover
     pass
@@ -49,6 +50,72 @@ class StepOutput:
 
     loss: torch.Tensor
     logs: dict[str, float | torch.Tensor] = field(default_factory=dict)
+
+
+OPTIM_KINDS = ("adam", "sgd")
+
+
+@dataclass(frozen=True)
+class OptimPlan:
+    """A method's own optimiser and per-epoch schedule; it replaces the protocol's optimiser, lr and
+    lr schedule (``train.*``) for that method. No plan (the default) = the protocol's.
+
+    The schedule is the Co-teaching/JoCoR plan, stated as fractions so that it scales with the
+    epoch count E: for 0-based epoch e < s = round(decay_start * E) the lr is ``lr``; from s on it
+    decays linearly, lr * (E - e) / (E - s) (1/(E - s) of ``lr`` in the last epoch, as the official
+    alpha_plan), and Adam's beta1 becomes ``beta1_decayed`` (None: unchanged). ``decay_start`` = 1
+    means no decay. Official numbers: E = 200, decay start 80 (CIFAR-10, MNIST) -> 0.4, 100
+    (CIFAR-100) -> 0.5.
+    """
+
+    kind: str = "adam"
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+    momentum: float = 0.9            # sgd only
+    weight_decay: float = 0.0
+    decay_start: float = 1.0
+    beta1_decayed: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in OPTIM_KINDS:
+            raise ConfigError(f"unknown optimiser kind {self.kind!r} in optim; valid choices: {', '.join(OPTIM_KINDS)}")
+        check_range("optim.lr", self.lr, 0, None, lo_open=True)
+        if len(self.betas) != 2:
+            raise ConfigError(f"optim.betas must be two numbers, got {self.betas!r}")
+        object.__setattr__(self, "betas", tuple(float(check_range("optim.betas", b, 0, 1, hi_open=True))
+                                                for b in self.betas))
+        check_range("optim.momentum", self.momentum, 0, 1, hi_open=True)
+        check_range("optim.weight_decay", self.weight_decay, 0, None)
+        check_range("optim.decay_start", self.decay_start, 0, 1)
+        if self.beta1_decayed is not None:
+            check_range("optim.beta1_decayed", self.beta1_decayed, 0, 1, hi_open=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "OptimPlan":
+        bad = sorted(set(d) - set(cls.__dataclass_fields__))
+        if bad:
+            raise ConfigError(f"unknown optim key(s) {', '.join(bad)}; valid keys: {', '.join(cls.__dataclass_fields__)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "betas": list(self.betas)}
+
+    def decay_epoch(self, epochs: int) -> int:
+        return int(round(self.decay_start * epochs))
+
+    def lr_at(self, epoch: int, epochs: int) -> float:
+        s = self.decay_epoch(epochs)
+        return self.lr if epoch < s else self.lr * (epochs - epoch) / (epochs - s)
+
+    def betas_at(self, epoch: int, epochs: int) -> tuple[float, float]:
+        if self.beta1_decayed is None or epoch < self.decay_epoch(epochs):
+            return self.betas
+        return (float(self.beta1_decayed), self.betas[1])
+
+    def build(self, params: list) -> torch.optim.Optimizer:
+        if self.kind == "adam":
+            return torch.optim.Adam(params, lr=self.lr, betas=self.betas, weight_decay=self.weight_decay)
+        return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
 
 
 class Stream(Protocol):
@@ -97,10 +164,17 @@ class Method(nn.Module, metaclass=abc.ABCMeta):
 
     num_networks: int = 1
     views: int = 1                    # augmented views per sample the default stream yields
+    #: the method's own optimiser plan (an :class:`OptimPlan` as a dict), None = the protocol's;
+    #: the ``optim`` parameter (method yaml / command line) overrides it, ``optim: null`` included
+    optim: dict | None = None
 
     def __init__(self, *, nets: Iterable[nn.Module], num_classes: int, noisy_labels: torch.Tensor,
-                 generator: torch.Generator) -> None:
+                 generator: torch.Generator, optim: dict | None | str = "class default") -> None:
         super().__init__()
+        d = type(self).optim if isinstance(optim, str) and optim == "class default" else optim
+        if d is not None and not isinstance(d, dict):
+            raise ConfigError(f"optim must be a mapping of OptimPlan keys or null, got {d!r}")
+        self._optim_plan = None if d is None else OptimPlan.from_dict(dict(d))
         self.nets = nn.ModuleList(nets)
         if len(self.nets) != self.num_networks:
             raise ValueError(f"{type(self).__name__} needs {self.num_networks} networks, got {len(self.nets)}")
@@ -119,6 +193,16 @@ class Method(nn.Module, metaclass=abc.ABCMeta):
         or a method's own composite (e.g. a labeled and an unlabeled Batch for DivideMix). The
         trainer back-propagates it and steps every network's optimiser; networks that got no
         gradient (a peer used under no_grad) are left untouched."""
+
+    # --- optimisation doors ------------------------------------------------------------------
+    def optim_plan(self) -> OptimPlan | None:
+        """The method's optimiser plan, or None for the protocol's optimiser and lr schedule."""
+        return self._optim_plan
+
+    def param_groups(self) -> list[list[nn.Parameter]]:
+        """How parameters group into optimisers: one optimiser per returned list. Default: one per
+        network (Co-teaching); JoCoR returns one list over both networks (one joint optimiser)."""
+        return [list(net.parameters()) for net in self.nets]
 
     # --- optional hooks --------------------------------------------------------------------
     def on_train_start(self, ctx: Context) -> None:
@@ -142,8 +226,28 @@ class Method(nn.Module, metaclass=abc.ABCMeta):
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """Class probabilities (B, K) at test time; default: mean softmax over the networks."""
+        """Class probabilities (B, K) at test time (the ensemble); default: mean softmax over the networks."""
         return torch.stack([F.softmax(net(x).float(), dim=1) for net in self.nets]).mean(0)
+
+    @torch.no_grad()
+    def predict_nets(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Per-network class probabilities [(B, K)] * num_networks, for per-network test accuracy."""
+        return [F.softmax(net(x).float(), dim=1) for net in self.nets]
+
+    @staticmethod
+    @contextlib.contextmanager
+    def mode(net: nn.Module, *, train: bool):
+        """Run ``net`` in train or eval mode inside the block and restore its mode afterwards.
+
+        A peer used under no_grad must be in the mode the method says (DivideMix: eval; ELR+'s EMA
+        copies: train, batch statistics), never in whatever mode the last evaluation or inference
+        pass left it."""
+        was = net.training
+        net.train(train)
+        try:
+            yield net
+        finally:
+            net.train(was)
 
     def selected(self) -> torch.Tensor | None:
         """Bool mask (N,) of samples the method currently treats as clean, for diagnostics only."""

@@ -42,7 +42,7 @@ import numpy as np
 from .registry import ConfigError, DataError, Registry, check_range
 
 __all__ = [
-    "NOISE", "NoiseContext", "NoiseResult", "apply_noise", "rate_of", "transition_matrix",
+    "NOISE", "NoiseContext", "NoiseResult", "apply_noise", "expected_rate", "rate_of", "transition_matrix",
     "CIFAR10_ASYM_MAP", "HUMAN_LABELS",
 ]
 
@@ -350,6 +350,38 @@ def real(clean, rate, rng, ctx) -> np.ndarray:
     if clean is not None and noisy.shape != clean.shape:
         raise DataError(f"given noisy labels have shape {noisy.shape}, clean labels {clean.shape}")
     return noisy.copy()
+
+
+# ---------------------------------------------------------------------------------------- expected rate
+
+def expected_rate(kind: str, rate: float, *, num_classes: int, dataset: str, name: str = "",
+                  given: float | dict | None = None) -> float:
+    """The fraction of training labels a noise config is expected to corrupt, from the config alone.
+
+    What ``forget_rate: auto`` resolves to (the labels, clean or noisy, are never looked at):
+    ``clean`` 0; ``sym`` r(K-1)/K (a resampled label keeps its class with probability 1/K: 0.36 for
+    sym0.4 with K = 10); ``sym_other``, ``pairflip``, ``asym_super`` and CIFAR-100 ``asym`` r;
+    CIFAR-10 ``asym`` r/2 (5 of the 10 classes flip). ``human`` and ``real`` noise have no formula:
+    their noise yaml states ``expected_rate`` (a number, or a mapping dataset -> number, e.g. the
+    published CIFAR-10N rates, Clothing1M ~0.385). ``given`` (that yaml key) wins for every kind.
+    Raises ConfigError when the rate is unknown (WebVision).
+    """
+    if isinstance(given, dict):
+        given = given.get(dataset)
+    if given is not None:
+        return float(check_range(f"expected_rate of noise {name or kind!r}", given, 0, 1, hi_open=True))
+    r, K, ds = float(rate), int(num_classes), _canon_dataset(dataset)
+    if kind == "clean":
+        return 0.0
+    if kind == "sym":
+        return r * (K - 1) / K
+    if kind in ("sym_other", "pairflip", "asym_super"):
+        return r
+    if kind == "asym":
+        return r * len(CIFAR10_ASYM_MAP) / 10 if ds == "cifar10" else r
+    raise ConfigError(f"the expected noise rate of noise {name or kind!r} (kind {kind!r}) on dataset "
+                      f"{dataset!r} is unknown: set the forget rate explicitly, e.g. "
+                      "method.params.forget_rate=0.3, or state expected_rate in the noise yaml")
 
 
 # ---------------------------------------------------------------------------------------- driver

@@ -24,7 +24,7 @@ from .backbones import BACKBONES, build_backbone
 from .data import DATASETS, InMemoryData, balanced_subset, load_dataset
 from .method import METHODS, Method
 from .registry import ConfigError, as_int, check_range
-from .trainer import TrainConfig, Trainer, train_config_dict
+from .trainer import TrainConfig, Trainer, check_headline, train_config_dict
 
 PROTOCOL_KEYS = set(TrainConfig.__dataclass_fields__) | {"backbone", "backbone_options", "subset_per_class"}
 
@@ -53,6 +53,7 @@ class RunSpec:
     interrupt_after: int | None = None
     diagnose_train: bool = False
     val_fraction: float = 0.0   # share of the noisy training set held out (stratified by noisy label)
+    headline: str = "ensemble"  # what test_top1 means for several networks (method yaml `headline`)
     resolved: dict = field(default_factory=dict)
 
     def semantic(self) -> dict:
@@ -108,11 +109,65 @@ def check_method_params(name: str, params: dict) -> None:
     sig = inspect.signature(cls.__init__)
     if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values() if p.name != "base"):
         return
-    valid = [p for p in sig.parameters if p not in ("self", "base")]
+    valid = [p for p in sig.parameters if p not in ("self", "base")] + ["optim"]   # optim: Method's own
     bad = sorted(set(params) - set(valid))
     if bad:
         raise ConfigError(f"method {name!r} has no parameter {', '.join(map(repr, bad))}; "
                           f"valid parameters: {', '.join(valid) or '(none)'}")
+
+
+def _merge(base: dict, over: dict) -> dict:
+    """``base`` updated by ``over``; nested mappings (e.g. ``optim``) are merged key by key."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def resolve_method_params(mcfg: dict, dataset: str, noise: str) -> dict:
+    """A method's hyperparameters for one (dataset, noise), from its yaml and the command line.
+
+    Precedence, lowest first: ``params`` < ``params_by_dataset[dataset]`` < ``params_by_noise[noise]``
+    (any dataset) < ``params_by_noise["<dataset>/<noise>"]`` < ``params_cli`` (``method.params.<k>=``
+    on the command line). Values that are mappings merge key by key. ``forget_rate: auto`` is left
+    as is here and resolved from the noise config in :func:`prepare` (it needs the class count).
+    """
+    params = dict(mcfg.get("params") or {})
+    by_noise = mcfg.get("params_by_noise") or {}
+    for layer in ((mcfg.get("params_by_dataset") or {}).get(dataset), by_noise.get(noise),
+                  by_noise.get(f"{dataset}/{noise}"), mcfg.get("params_cli")):
+        params = _merge(params, layer or {})
+    return params
+
+
+def _check_params_by_noise(method: str, mcfg: dict) -> None:
+    """A misspelt params_by_noise key would silently do nothing: every key must name a noise config,
+    optionally prefixed by a dataset (``cifar10/sym0.8``)."""
+    from .__main__ import group_choices
+
+    noises = group_choices("noise")
+    for key in mcfg.get("params_by_noise") or {}:
+        ds, _, nz = str(key).rpartition("/")
+        if nz not in noises or (ds and ds not in DATASETS):
+            raise ConfigError(f"method {method!r}: params_by_noise key {key!r} names no noise config "
+                              f"(optionally '<dataset>/'); valid noises: {', '.join(noises)}; "
+                              f"valid datasets: {', '.join(DATASETS.names())}")
+
+
+#: method parameters whose value ``auto`` means the noise config's expected rate (noise.expected_rate)
+AUTO_RATE_PARAMS = ("forget_rate",)
+
+
+def resolve_auto_rates(params: dict, noise: dict, *, dataset: str, num_classes: int) -> dict:
+    """``params`` with every ``forget_rate: auto`` replaced by the noise's expected rate."""
+    from .noise import expected_rate
+
+    out = dict(params)
+    for k in AUTO_RATE_PARAMS:
+        if out.get(k) == "auto":
+            out[k] = expected_rate(noise["kind"], noise["rate"], num_classes=num_classes, dataset=dataset,
+                                   name=noise["name"], given=noise.get("expected_rate"))
+    return out
 
 
 def build_spec(cfg) -> RunSpec:
@@ -144,27 +199,32 @@ def build_spec(cfg) -> RunSpec:
     BACKBONES.get(backbone)
     subset = protocol.pop("subset_per_class", None)
     train = TrainConfig(**protocol)
-    params = dict(mcfg.get("params") or {})
-    params.update((mcfg.get("params_by_dataset") or {}).get(dataset, {}) or {})
+    _check_params_by_noise(method, mcfg)
+    params = resolve_method_params(mcfg, dataset, ncfg["name"])
     check_method_params(method, params)
+    headline = check_headline(str(mcfg.get("headline", "ensemble")), METHODS.get(method).num_networks)
     from .noise import NOISE
 
     NOISE.get(ncfg["kind"])
     check_range(f"noise rate (noise={ncfg['name']})", ncfg["rate"], 0, 1, hi_open=True)
+    noise = {"name": ncfg["name"], "kind": ncfg["kind"], "rate": float(ncfg["rate"]),
+             "options": dict(ncfg.get("options") or {})}
+    if ncfg.get("expected_rate") is not None:
+        noise["expected_rate"] = ncfg["expected_rate"]
+    if ncfg["kind"] in ("human", "real"):   # no class count needed: fail before any run starts
+        resolve_auto_rates(params, noise, dataset=dataset, num_classes=0)
     seed, noise_seed = as_int("seed", c["seed"]), as_int("noise_seed", c["noise_seed"])
     interrupt_after = None if c.get("interrupt_after") is None else as_int("interrupt_after", c["interrupt_after"])
     return RunSpec(
         method=method, method_params=params, dataset=dataset, dataset_options=dict(dcfg.get("options") or {}),
         augment=dict(dcfg.get("augment") or {}),
-        noise={"name": ncfg["name"], "kind": ncfg["kind"], "rate": float(ncfg["rate"]),
-               "options": dict(ncfg.get("options") or {})},
-        noise_seed=noise_seed, backbone=backbone, backbone_options=boptions, subset_per_class=subset,
+        noise=noise, noise_seed=noise_seed, backbone=backbone, backbone_options=boptions, subset_per_class=subset,
         train=train, seed=seed, scale=scale, data_dir=Path(str(c["data_dir"])).expanduser(),
         results_dir=Path(str(c["results_dir"])), checkpoint_dir=Path(str(c["checkpoint_dir"])),
         device=_device(str(c.get("device", "auto"))), force=bool(c.get("force", False)),
         progress=bool(c.get("progress", True)), diagnose_train=bool(c.get("diagnose_train", False)),
         val_fraction=check_range("val_fraction", c.get("val_fraction") or 0.0, 0, 1, hi_open=True),
-        interrupt_after=interrupt_after, resolved=c)
+        interrupt_after=interrupt_after, headline=headline, resolved=c)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,6 +236,7 @@ class Prepared:
     test_sets: dict
     method: Method
     clean: torch.Tensor | None
+    method_params: dict             # as passed to the method (forget_rate: auto resolved)
     val: dict | None = None         # the noisy validation split, when val_fraction > 0
     backbone_init: dict | str = "scratch"   # or what pretrained weights loaded where
 
@@ -236,12 +297,13 @@ def prepare(spec: RunSpec) -> Prepared:
         nets = [build_backbone(spec.backbone, num_classes=num_classes, in_channels=in_ch,
                                **{**extra, **spec.backbone_options}) for _ in range(cls.num_networks)]
     gen = torch.Generator(device=dev).manual_seed(spec.seed + 1)
+    params = resolve_auto_rates(spec.method_params, spec.noise, dataset=spec.dataset, num_classes=num_classes)
     try:
-        method = cls(nets=nets, num_classes=num_classes, noisy_labels=noisy, generator=gen, **spec.method_params)
+        method = cls(nets=nets, num_classes=num_classes, noisy_labels=noisy, generator=gen, **params)
     except TypeError as e:
         raise ConfigError(f"method {spec.method!r}: {e}") from None
     return Prepared(data, noise, stream, test_sets, method,
-                    None if clean is None else torch.from_numpy(np.asarray(clean)), val,
+                    None if clean is None else torch.from_numpy(np.asarray(clean)), params, val,
                     getattr(nets[0], "nlbench_init", "scratch"))
 
 
@@ -335,7 +397,7 @@ def execute(spec: RunSpec, *, log=None) -> dict:
                       data_seed=spec.seed, clean_labels=prep.clean,
                       checkpoint=spec.checkpoint_path,
                       progress=spec.progress, interrupt_after=spec.interrupt_after, log=log,
-                      diagnose_train=spec.diagnose_train)
+                      diagnose_train=spec.diagnose_train, headline=spec.headline)
     res = trainer.fit()
     primary = next(iter(prep.test_sets)) + "_top1"
     if "val" in prep.test_sets and "test" in prep.test_sets:
@@ -350,10 +412,12 @@ def execute(spec: RunSpec, *, log=None) -> dict:
         "noise": {**prep.noise.to_record(), "options": spec.noise["options"]},
         "data": {"num_train": int(prep.stream.num_train), "classes": list(getattr(data, "classes", [])),
                  **{k: v for k, v in getattr(data, "meta", {}).items() if isinstance(v, (str, int, float, bool, type(None)))}},
-        "effective": {**spec.semantic(), "train": train_config_dict(spec.train)},
+        "effective": {**spec.semantic(), "method_params": prep.method_params, "train": train_config_dict(spec.train),
+                      "optim_plan": None if trainer.plan is None else trainer.plan.to_dict()},
         "val_split": prep.val,
         "config": spec.resolved, "git": git, "versions": _versions(spec.device),
-        "history": res.history, "final": final_metrics(res.history, primary),
+        "history": res.history,
+        "final": {**final_metrics(res.history, primary), "headline": spec.headline},
         "wall_s": res.wall_s, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "elapsed_this_call_s": time.time() - t0,
     }

@@ -1,11 +1,14 @@
 """THE training loop: epochs, steps, optimisers, schedule, evaluation, diagnostics, checkpoints.
 
-The trainer knows no method by name. It builds one optimiser per network the method owns, asks the
-method for its batch stream and its loss, steps every optimiser after each backward (a network that
-got no gradient in a step is left untouched by SGD/Adam), evaluates top-1/top-5 on every test split
-each epoch, times each epoch and checkpoints everything needed to resume bit-exactly at an epoch
-boundary: networks, optimisers, method buffers (per-sample state), the method's generator, the data
-generator and the global torch RNG.
+The trainer knows no method by name. It builds one optimiser per parameter group the method declares
+(default: one per network), with the protocol's optimiser and lr schedule or the method's own
+:class:`~nlbench.method.OptimPlan`; asks the method for its batch stream and its loss, steps every
+optimiser after each backward (a network that got no gradient in a step is left untouched by
+SGD/Adam), evaluates top-1/top-5 on every test split each epoch (for several networks: each
+network, the ensemble, and the method's headline as ``<split>_top1``), times each epoch and
+checkpoints everything needed to resume bit-exactly at an epoch boundary: networks, optimisers and
+the optimiser plan, method buffers (per-sample state), the method's generator, the data generator
+and the global torch RNG.
 """
 from __future__ import annotations
 
@@ -19,12 +22,22 @@ from typing import Callable, Iterator
 
 import torch
 
-from .method import Context, Method
+from .method import Context, Method, OptimPlan
 from .metrics import belief_stats, confidence_stats, selection_stats, topk_correct
 from .registry import ConfigError, as_int, check_range
 
 SCHEDULES = ("cosine", "multistep", "onecycle", "constant")
 OPTIMIZERS = ("sgd", "adam")
+#: what ``<split>_top1`` (the record's headline) means for a method with several networks:
+#: the ensemble (Method.predict), the mean of the networks' accuracies, or one network (net<i>)
+HEADLINES = ("ensemble", "mean_nets")
+
+
+def check_headline(headline: str, num_networks: int) -> str:
+    valid = [*HEADLINES, *(f"net{i}" for i in range(num_networks))]
+    if headline not in valid:
+        raise ConfigError(f"unknown headline {headline!r}; valid choices: {', '.join(valid)}")
+    return headline
 
 
 @dataclass
@@ -110,8 +123,9 @@ class Trainer:
                  device: torch.device, data_seed: int, clean_labels: torch.Tensor | None = None,
                  checkpoint: Path | None = None, progress: bool = True,
                  interrupt_after: int | None = None, log: Callable[[str], None] | None = None,
-                 diagnose_train: bool = False) -> None:
+                 diagnose_train: bool = False, headline: str = "ensemble") -> None:
         self.method = method.to(device)
+        self.headline = check_headline(headline, method.num_networks)
         self.stream = stream
         self.test_sets = test_sets
         self.cfg = cfg
@@ -130,14 +144,35 @@ class Trainer:
         if cuda and cfg.compile:
             for i in range(len(method.nets)):
                 method.nets[i] = torch.compile(method.nets[i])
-        self.optimizers = [self._optimizer(net) for net in method.nets]
+        self.plan: OptimPlan | None = method.optim_plan()
+        self.optimizers = [self._optimizer(group) for group in method.param_groups()]
 
-    def _optimizer(self, net: torch.nn.Module) -> torch.optim.Optimizer:
+    def _optimizer(self, params: list) -> torch.optim.Optimizer:
+        if self.plan is not None:
+            return self.plan.build(params)
         c = self.cfg
         if c.optimizer == "adam":
-            return torch.optim.Adam(net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
-        return torch.optim.SGD(net.parameters(), lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay,
+            return torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay)
+        return torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay,
                                nesterov=c.nesterov)
+
+    def schedule(self, epoch: int) -> dict[str, float]:
+        """The optimiser settings of 0-based ``epoch``: lr, and beta1 under a method's Adam plan."""
+        if self.plan is None:
+            return {"lr": self.cfg.lr_at(epoch)}
+        out = {"lr": self.plan.lr_at(epoch, self.cfg.epochs)}
+        if self.plan.kind == "adam":
+            out["beta1"] = self.plan.betas_at(epoch, self.cfg.epochs)[0]
+        return out
+
+    def _apply_schedule(self, epoch: int) -> dict[str, float]:
+        s = self.schedule(epoch)
+        for o in self.optimizers:
+            for g in o.param_groups:
+                g["lr"] = s["lr"]
+                if "beta1" in s:
+                    g["betas"] = (s["beta1"], g["betas"][1])
+        return s
 
     # -- checkpoints ---------------------------------------------------------------------------
     def _save(self, epoch_done: int, history: list[dict], wall: float) -> None:
@@ -147,6 +182,7 @@ class Trainer:
             "epoch_done": epoch_done, "history": history, "wall_s": wall,
             "method": self.method.state_dict(),
             "optimizers": [o.state_dict() for o in self.optimizers],
+            "optim_plan": None if self.plan is None else self.plan.to_dict(),
             "method_generator": self.method.generator.get_state(),
             "data_generator": self.data_gen.get_state(),
             "torch_rng": torch.get_rng_state(),
@@ -162,6 +198,12 @@ class Trainer:
             return 0, [], 0.0
         try:
             state = torch.load(self.checkpoint, map_location=self.device, weights_only=False)
+            saved = state.get("optim_plan")
+            if saved != (None if self.plan is None else self.plan.to_dict()):
+                raise ValueError(f"it was made with optimiser plan {saved}, this run has "
+                                 f"{None if self.plan is None else self.plan.to_dict()}")
+            if len(state["optimizers"]) != len(self.optimizers):
+                raise ValueError(f"it holds {len(state['optimizers'])} optimisers, this run has {len(self.optimizers)}")
             self.method.load_state_dict(state["method"])
             for o, s in zip(self.optimizers, state["optimizers"]):
                 o.load_state_dict(s)
@@ -179,21 +221,37 @@ class Trainer:
     # -- evaluation ----------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
+        """Top-1/top-5 per test split. With several networks: ``<split>_top1_net<i>`` for each network,
+        ``<split>_top1_ensemble`` for Method.predict, and ``<split>_top1`` = the method's headline."""
         out = {}
+        m = self.method
+        multi = m.num_networks > 1
         self.method.eval()
         try:
             for name, batches in self.test_sets.items():
-                n = c1 = c5 = 0
+                n, correct = 0, {}
                 for x, y in batches():
+                    x, y = x.to(self.device, non_blocking=True), y.to(self.device)
                     with torch.autocast(self.device.type, torch.bfloat16,
                                         enabled=self.cfg.amp and self.device.type == "cuda"):
-                        p = self.method.predict(x.to(self.device, non_blocking=True))
-                    y = y.to(self.device)
-                    c1 += topk_correct(p, y, 1)
-                    c5 += topk_correct(p, y, 5)
+                        probs = {"ensemble": m.predict(x)}
+                        if multi:
+                            probs.update({f"net{i}": p for i, p in enumerate(m.predict_nets(x))})
+                    for key, p in probs.items():
+                        for k in (1, 5):
+                            correct[(key, k)] = correct.get((key, k), 0) + topk_correct(p, y, k)
                     n += len(y)
-                out[f"{name}_top1"] = 100.0 * float(c1) / max(n, 1)
-                out[f"{name}_top5"] = 100.0 * float(c5) / max(n, 1)
+                acc = {key: 100.0 * float(c) / max(n, 1) for key, c in correct.items()}
+                if multi:
+                    for k in (1, 5):
+                        for i in range(m.num_networks):
+                            out[f"{name}_top{k}_net{i}"] = acc[(f"net{i}", k)]
+                        out[f"{name}_top{k}_ensemble"] = acc[("ensemble", k)]
+                        out[f"{name}_top{k}_mean_nets"] = sum(acc[(f"net{i}", k)] for i in range(m.num_networks)) \
+                            / m.num_networks
+                        out[f"{name}_top{k}"] = out[f"{name}_top{k}_{self.headline}"]
+                else:
+                    out[f"{name}_top1"], out[f"{name}_top5"] = acc[("ensemble", 1)], acc[("ensemble", 5)]
         finally:
             self.method.train()
         return out
@@ -232,10 +290,8 @@ class Trainer:
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.perf_counter()
             ctx.epoch, ctx.step_in_epoch = epoch, 0
-            lr = cfg.lr_at(epoch)
-            for o in self.optimizers:
-                for g in o.param_groups:
-                    g["lr"] = lr
+            sched = self._apply_schedule(epoch)
+            lr = sched["lr"]
             m.on_epoch_start(ctx)
             sums: dict[str, torch.Tensor] = {}
             it = m.batches(ctx)
@@ -264,14 +320,14 @@ class Trainer:
             steps = ctx.step_in_epoch
             logs = {k: float(v) / max(steps, 1) for k, v in sums.items()}
             if not math.isfinite(logs.get("loss", 0.0)):
-                history.append({"epoch": epoch + 1, "lr": lr, "steps": steps, **logs,
+                history.append({"epoch": epoch + 1, **sched, "steps": steps, **logs,
                                 "seconds": time.perf_counter() - t0})
                 self.log(f"epoch {epoch + 1}: loss is {logs.get('loss')}; the run diverged")
                 return FitResult("diverged", history, wall + time.perf_counter() - t0,
                                  f"non-finite loss at epoch {epoch + 1}")
             m.on_epoch_end(ctx)
             train_s = time.perf_counter() - t0
-            row = {"epoch": epoch + 1, "lr": lr, "steps": steps, **logs, **self.evaluate(),
+            row = {"epoch": epoch + 1, **sched, "steps": steps, **logs, **self.evaluate(),
                    **self.diagnostics(), "train_seconds": train_s}
             row["seconds"] = time.perf_counter() - t0
             history.append(row)
