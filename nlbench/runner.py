@@ -183,7 +183,9 @@ def build_spec(cfg) -> RunSpec:
     if scale != "paper" and scale not in scales:
         raise ConfigError(f"dataset {dataset!r} has no scale {scale!r}; valid choices: paper, {', '.join(scales)}")
     protocol = dict(dcfg["protocol"])
-    protocol.update(scales.get(scale, {}) if scale != "paper" else {})
+    scale_cfg = dict(scales.get(scale, {}) or {}) if scale != "paper" else {}
+    augment = {**(dcfg.get("augment") or {}), **(scale_cfg.pop("augment", None) or {})}  # a scale may change it
+    protocol.update(scale_cfg)
     protocol.update((mcfg.get("train") or {}))
     protocol.update((mcfg.get("train_by_dataset") or {}).get(dataset, {}) or {})
     protocol.update({k: v for k, v in (c.get("train") or {}).items() if v is not None})
@@ -217,7 +219,7 @@ def build_spec(cfg) -> RunSpec:
     interrupt_after = None if c.get("interrupt_after") is None else as_int("interrupt_after", c["interrupt_after"])
     return RunSpec(
         method=method, method_params=params, dataset=dataset, dataset_options=dict(dcfg.get("options") or {}),
-        augment=dict(dcfg.get("augment") or {}),
+        augment=augment,
         noise=noise, noise_seed=noise_seed, backbone=backbone, backbone_options=boptions, subset_per_class=subset,
         train=train, seed=seed, scale=scale, data_dir=Path(str(c["data_dir"])).expanduser(),
         results_dir=Path(str(c["results_dir"])), checkpoint_dir=Path(str(c["checkpoint_dir"])),
