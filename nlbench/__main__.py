@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import re
 import sys
-from pathlib import Path
 
 from .experiments import CONF_DIR, SWEEPS_KEY, expand, expand_sweep, with_grids  # noqa: F401
 from .registry import ConfigError
