@@ -1,25 +1,28 @@
-"""Command line: ``python -m nlbench {run,validate,list} [hydra overrides]``.
+"""Command line: ``python -m nlbench {run,validate,list,report} [hydra overrides]``.
 
 - ``run [-m] key=value ...``: one run, or a sweep with ``-m`` (Hydra's override grammar: comma lists,
   ``range()``, ``choice()``; runs go one after another and finished ones are skipped).
+  ``run -m +experiment=table3 scale=cpu``: the sweep behind a paper table or figure
+  (``conf/experiment/``); keys given on the command line narrow it. ``run --dry-run ...`` lists the
+  runs of a sweep (finished or to run, with their record paths) and trains nothing.
 - ``validate key=value ...``: build the config, load the data and draw the noise, print a summary; no training.
 - ``list``: every registry (methods, datasets, noise models, backbones) and every config choice.
+- ``report [--results-dir D] [--out plots]``: tables and figures from the run records (see
+  ``report --help``); never trains.
 
 Bad input (unknown name, rate out of range, missing data) prints one line naming the bad value and the
 valid choices, and exits with code 2 before anything is written.
 """
 from __future__ import annotations
 
-import itertools
 import re
 import sys
-from pathlib import Path
 
+from .experiments import CONF_DIR, SWEEPS_KEY, expand, expand_sweep, with_grids  # noqa: F401
 from .registry import ConfigError
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-GROUPS = ("method", "dataset", "noise", "backbone", "scale")
-USAGE = "usage: python -m nlbench {run,validate,list} [-m] [key=value ...]"
+GROUPS = ("method", "dataset", "noise", "backbone", "scale", "experiment")
+USAGE = "usage: python -m nlbench {run,validate,list,report} [-m] [--dry-run] [key=value ...]"
 
 
 def group_choices(group: str) -> list[str]:
@@ -30,7 +33,7 @@ def compose(overrides: list[str]):
     """Compose the Hydra config; Hydra's errors become ConfigError with the valid choices."""
     from hydra import compose as hy_compose, initialize_config_dir
     from hydra.errors import HydraException
-    from omegaconf import OmegaConf
+    from omegaconf import OmegaConf, open_dict
     from omegaconf.errors import OmegaConfBaseException
 
     for o in overrides:
@@ -47,7 +50,11 @@ def compose(overrides: list[str]):
                  if o.lstrip("+").startswith("method.params.") and "=" in o else o for o in overrides]
     try:
         with initialize_config_dir(version_base=None, config_dir=str(CONF_DIR), job_name="nlbench"):
-            return hy_compose(config_name="config", overrides=overrides)
+            cfg = hy_compose(config_name="config", overrides=overrides)
+        if SWEEPS_KEY in cfg:  # an experiment's list of grids is for the CLI, not part of a run
+            with open_dict(cfg):
+                del cfg[SWEEPS_KEY]
+        return cfg
     except (HydraException, OmegaConfBaseException, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         m = re.match(r"Could not override '([^']+)'", first)
@@ -67,32 +74,27 @@ def compose(overrides: list[str]):
         raise ConfigError(f"bad override: {first}") from None
 
 
-def expand_sweep(overrides: list[str]) -> list[list[str]]:
-    """Hydra multirun expansion: the cartesian product of every sweep override."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
-
-    try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-    except HydraException as e:
-        raise ConfigError(f"bad override: {str(e).strip().splitlines()[0]}") from None
-    axes = []
-    for o in parsed:
-        key = o.get_key_element()
-        if o.is_sweep_override():
-            axes.append([f"{key}={v}" for v in o.sweep_string_iterator()])
-        else:
-            axes.append([o.input_line])
-    return [list(c) for c in itertools.product(*axes)]
-
-
 def cmd_run(args: list[str], *, dry: bool = False) -> int:
     from .runner import build_spec, execute, prepare
 
     multi = any(a in ("-m", "--multirun") for a in args)
-    overrides = [a for a in args if a not in ("-m", "--multirun")]
-    combos = expand_sweep(overrides) if multi else [overrides]
+    listing = "--dry-run" in args
+    overrides = [a for a in args if a not in ("-m", "--multirun", "--dry-run")]
+    if not multi and with_grids(overrides)[1]:
+        raise ConfigError(f"experiment {', '.join(e.partition('=')[2] for e in overrides if 'experiment=' in e)!r} "
+                          f"defines a sweep; run it with -m (python -m nlbench run -m {' '.join(overrides)})")
+    combos = expand(overrides) if multi else [overrides]
     specs = [build_spec(compose(c)) for c in combos]  # validate everything before the first run
+    if listing:
+        from . import store
+
+        done = 0
+        for i, (c, spec) in enumerate(zip(combos, specs)):
+            fin = store.is_finished(spec.record_path)
+            done += fin
+            print(f"[{i + 1}/{len(specs)}] {'finished' if fin else 'to run  '} {' '.join(c)} -> {spec.record_path}")
+        print(f"{len(specs)} runs: {done} finished, {len(specs) - done} to run (--dry-run: nothing trained)")
+        return 0
     if dry:
         for spec in specs:
             prep = prepare(spec)
@@ -130,7 +132,13 @@ def cmd_list(args: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "validate": lambda a: cmd_run(a, dry=True), "list": cmd_list}
+def cmd_report(args: list[str]) -> int:
+    from .report import main as report_main
+
+    return report_main(args)
+
+
+COMMANDS = {"run": cmd_run, "validate": lambda a: cmd_run(a, dry=True), "list": cmd_list, "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:

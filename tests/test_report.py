@@ -1,0 +1,237 @@
+"""The report: golden tables from fixture records, figures by the data they plot, the missing-run
+listing, experiments as config, and the failure modes (empty folder, malformed record, mixed scales,
+data copies and code versions that must never be averaged together).
+
+Regenerate the golden files after an intended change with ``NLBENCH_UPDATE_GOLDEN=1 pytest tests/test_report.py``
+and review the diff.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import shlex
+import statistics
+from pathlib import Path
+
+import pytest
+
+from nlbench import report as rp
+from nlbench.experiments import as_dict, expand
+from report_fixtures import COMMIT, golden_results, write_record
+
+GOLDEN = Path(__file__).parent / "golden" / "report"
+GOLDEN_FILES = ["table3_cpu.md", "table3_cpu.tex", "table3_cpu.csv", "table4_cpu.md", "table4_cpu.tex",
+                "table4_cpu.csv", "summary_cifar10_cpu.md", "summary_cifar10_cpu.csv", "summary_digits_paper.md",
+                "summary_digits_paper.csv"]
+
+
+@pytest.fixture(scope="module")
+def golden(tmp_path_factory):
+    base = tmp_path_factory.mktemp("report")
+    golden_results(base / "results")
+    return base, rp.report(base / "results", base / "plots")
+
+
+def rows(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def cell(table: list[dict], **kw) -> dict:
+    hits = [r for r in table if all(r[k] == v for k, v in kw.items())]
+    assert len(hits) == 1, (kw, hits)
+    return hits[0]
+
+
+@pytest.mark.parametrize("name", GOLDEN_FILES)
+def test_tables_match_golden_files_byte_for_byte(golden, name):
+    got = (golden[0] / "plots" / name).read_text()
+    if os.environ.get("NLBENCH_UPDATE_GOLDEN") == "1":
+        GOLDEN.mkdir(parents=True, exist_ok=True)
+        (GOLDEN / name).write_text(got)
+    assert got == (GOLDEN / name).read_text()
+
+
+def test_table3_cells_mean_std_seeds_diverged_and_paper(golden):
+    t = rows(golden[0] / "plots" / "table3_cpu.csv")
+    gce = cell(t, dataset="cifar10", method="gce", noise="sym0.2")
+    vals = [80.1, 80.5, 79.9, 80.3, 80.7]      # the noise_seed=3 run of this cell is another experiment
+    assert float(gce["mean"]) == pytest.approx(statistics.mean(vals), abs=1e-4)
+    assert float(gce["std"]) == pytest.approx(statistics.stdev(vals), abs=1e-4)
+    assert (gce["n"], gce["n_asked"], gce["best"], gce["paper_mean"]) == ("5", "5", "0", "88.7700")
+    sl = cell(t, dataset="cifar10", method="sl", noise="sym0.2")
+    assert (sl["n"], sl["n_asked"], sl["best"]) == ("2", "5", "1")
+    ce = cell(t, dataset="cifar10", method="ce", noise="sym0.4")   # seed 7 is not one the experiment asks for
+    assert (ce["n"], ce["n_diverged"], ce["seeds"], float(ce["mean"])) == ("2", "1", "0 1 2", 61.0)
+    md = (golden[0] / "plots" / "table3_cpu.md").read_text()
+    assert "**81.20 ± 0.28** (2/5)* [88.98]" in md and "61.00 ± 1.41 (2/5)* †1" in md
+    assert "scale=cpu" in md and "data: local copy" in md and "data: official files (MD5 verified)" in md
+    c100 = cell(t, dataset="cifar100", method="gce", noise="asym0.4")
+    assert (c100["data"], c100["mean"], c100["paper_mean"]) == ("official", "45.2500", "49.7500")
+
+
+def test_table4_reads_each_split(golden):
+    t = rows(golden[0] / "plots" / "table4_cpu.csv")
+    assert cell(t, dataset="clothing1m", method="gce")["mean"] == "68.5000"
+    wv = {r["metric"]: r["mean"] for r in t if r["dataset"] == "webvision" and r["method"] == "sl"}
+    assert wv == {"webvision_top1": "55.0000", "webvision_top5": "70.0000", "imagenet_top1": "53.0000",
+                  "imagenet_top5": "67.0000"}
+
+
+def test_every_run_shows_up_once(golden):
+    base, res = golden
+    paths = {p.relative_to(base / "results").as_posix() for p in (base / "results").rglob("*.json")}
+    assert res.n_runs == len(paths) == 31
+    assert res.used | res.other == paths and not res.used & res.other
+    summary = rows(base / "plots" / "summary_cifar10_cpu.csv")
+    assert {(r["method"], r["noise"], r["variant"], r["seeds"]) for r in summary} == {
+        ("ce", "sym0.4", "", "7"), ("gce", "sym0.2", "noise_seed=3", "0")}
+    digits = rows(base / "plots" / "summary_digits_paper.csv")
+    ce = cell(digits, method="ce")
+    assert (float(ce["last_mean"]), float(ce["best_mean"]), ce["n"]) == (63.0, 83.0, "2")
+    assert cell(digits, method="gss_sb")["variant"] == "lambda1=1.0"
+
+
+def test_figures_plot_the_right_runs(golden):
+    figs = golden[1].figures
+    f1 = figs["fig1_cpu_nonofficial"]
+    last = f1[f1.epoch == 30].set_index("series")
+    assert set(last.index) == {"CE", "GSS-SB", "CE, clean labels (upper bound)"}
+    assert last.loc["GSS-SB", "mean"] == pytest.approx(66.4) and last.loc["GSS-SB", "n"] == 5
+    assert last.loc["CE", "n"] == 2                           # the diverged run has no curve
+    assert last.loc["CE, clean labels (upper bound)", "mean"] == pytest.approx(70.5)
+    f3 = figs["fig3_cpu_nonofficial"].set_index(["panel", "value"])
+    assert f3.loc[("lambda1", 0.0), "mean"] == pytest.approx(41.0) and f3.loc[("lambda1", 0.0), "n"] == 2
+    assert f3.loc[("lambda1", 2.0), "mean"] == pytest.approx(66.4) and f3.loc[("lambda2", 1.0), "n"] == 5
+    assert f3.loc[("lambda2", 0.0), "mean"] == pytest.approx(51.0) and len(f3) == 4
+    f4 = figs["fig4_cpu_nonofficial"].set_index(["noise", "method"])
+    assert f4.loc[("sym0.6", "gss_sb"), "mean"] == pytest.approx(56.0) and len(f4) == 2
+    mem = figs["dynamics/memorization_cifar10_cpu_nonofficial_sym0.4"]
+    end = mem[mem.epoch == 30].set_index("series")["mean"]
+    assert set(end.index) == {"CE", "GSS-SB"} and end["CE"] == pytest.approx(60.0)
+    pool = figs["dynamics/gss_pool_cifar10_cpu_nonofficial_sym0.4"]
+    assert set(pool.series) == {"GSS-SB"} and {"belief_true_noisy", "belief_entropy_clean"} <= set(pool.key)
+    sel = figs["dynamics/selection_cifar10_cpu_nonofficial_sym0.2"]
+    assert set(sel.series) == {"SL"}
+    for stem in ("fig1_cpu_nonofficial", "fig3_cpu_nonofficial", "fig4_cpu_nonofficial"):
+        for ext in ("png", "pdf"):
+            assert (golden[0] / "plots" / f"{stem}.{ext}").stat().st_size > 1000
+
+
+def test_missing_listing_commands_make_exactly_the_missing_runs(golden):
+    base, res = golden
+    report_md = (base / "plots" / "REPORT.md").read_text()
+    missing = res.missing[("table3", "cpu")]
+    assert len(missing) == 700 - 18
+    keys = {(e.method, e.dataset, e.noise, e.seed) for e in missing}
+    assert ("ce", "cifar10", "sym0.4", 2) not in keys        # diverged: present, failed
+    assert ("ce", "cifar10", "sym0.4", 3) in keys and ("gce", "cifar10", "sym0.2", 0) not in keys
+    for (item, scale), miss in res.missing.items():
+        lines = rp._missing_commands(miss, scale, "")
+        made = set()
+        for line in lines:
+            assert line in report_md or item not in ("table3", "fig3")
+            args = shlex.split(line)
+            assert args[:5] == ["python", "-m", "nlbench", "run", "-m"]
+            made |= {frozenset(as_dict(c).items()) for c in expand(args[5:])}
+        assert made == {frozenset(as_dict(e.combo).items()) for e in miss}, item
+    assert "python -m nlbench run -m +experiment=fig3 scale=cpu dataset=cifar10 noise=sym0.4 method=gss_sb " \
+           "method.params.lambda1=0.0 method.params.lambda2=1.0 seed=2,3,4" in report_md
+
+
+def test_empty_results_dir_is_a_clear_error(tmp_path, cli):
+    (tmp_path / "empty").mkdir()
+    for d in ("empty", "absent"):
+        r = cli(["report", "--results-dir", str(tmp_path / d), "--out", str(tmp_path / "plots")])
+        assert r.rc == 2 and r.error_lines() == [r.err.strip()]
+        assert f"no run records under {tmp_path / d}" in r.err
+    assert not (tmp_path / "plots").exists()
+
+
+def test_malformed_records_are_skipped_and_named(tmp_path, cli):
+    res = tmp_path / "results"
+    write_record(res, method="ce", dataset="digits", noise="sym0.4", seed=0, scale="smoke", acc_last=50.0)
+    (res / "bad.json").write_text("{not json")
+    (res / "foreign.json").write_text('{"a": 1}')
+    good = next(res.rglob("seed0-*.json"))
+    (res / "nofinal.json").write_text(good.read_text().replace('"acc_last"', '"acc_lost"'))
+    r = cli(["report", "--results-dir", str(res), "--out", str(tmp_path / "plots"), "--no-figures"])
+    assert r.rc == 0, r.err
+    for name, why in (("bad.json", "not valid JSON"), ("foreign.json", "no schema_version"),
+                      ("nofinal.json", "final.acc_last is missing")):
+        assert f"skipped {res / name}: " in r.err and why in r.err
+    md = (tmp_path / "plots" / "REPORT.md").read_text()
+    assert "## Skipped files" in md and "`bad.json`" in md and "**1 run records**" in md
+    assert "50.00" in (tmp_path / "plots" / "summary_digits_smoke.md").read_text()
+    only_bad = tmp_path / "only_bad"
+    only_bad.mkdir()
+    (only_bad / "bad.json").write_text("[]")
+    r = cli(["report", "--results-dir", str(only_bad), "--out", str(tmp_path / "p2")])
+    assert r.rc == 2 and "bad.json (not a JSON object)" in r.err
+
+
+def test_scales_data_copies_and_code_versions_are_never_merged(tmp_path):
+    res = tmp_path / "results"
+    kw = dict(method="gce", dataset="cifar10", noise="sym0.2")
+    write_record(res, seed=0, scale="cpu", acc_last=80.0, **kw)
+    write_record(res, seed=0, scale="smoke", acc_last=20.0, **kw)
+    write_record(res, seed=1, scale="cpu", acc_last=90.0, md5_ok=True, **kw)
+    # one seed, two code versions, two numbers: two variants, never their mean
+    write_record(res, seed=2, scale="cpu", acc_last=70.0, commit="a" * 40, **kw)
+    write_record(res, seed=2, scale="cpu", acc_last=72.0, commit="b" * 40, subdir="copy", **kw)
+    # the same record copied twice counts once
+    write_record(res, seed=3, scale="cpu", acc_last=74.0, commit="a" * 40, **kw)
+    write_record(res, seed=3, scale="cpu", acc_last=74.0, commit="a" * 40, subdir="copy2", **kw)
+    out = rp.report(res, tmp_path / "plots", figures=False)
+    assert sorted(k for k in out.tables if k.startswith("table3")) == ["table3_cpu.md", "table3_smoke.md"]
+    smoke = cell(rows(tmp_path / "plots" / "table3_smoke.csv"), dataset="cifar10", method="gce", noise="sym0.2")
+    assert (smoke["mean"], smoke["n"]) == ("20.0000", "1")
+    cpu = [r for r in rows(tmp_path / "plots" / "table3_cpu.csv") if r["method"] == "gce" and r["noise"] == "sym0.2" and r["dataset"] == "cifar10"]
+    got = {(r["data"], r["variant"]): (r["mean"], r["n"], r["seeds"]) for r in cpu}
+    assert got == {("official", ""): ("90.0000", "1", "1"),
+                   ("nonofficial", "aaaaaaaaaa"): ("72.0000", "2", "2 3"),
+                   ("nonofficial", "bbbbbbbbbb"): ("72.0000", "1", "2"),
+                   ("nonofficial", COMMIT[:10]): ("80.0000", "1", "0")}
+    md = out.tables["table3_cpu.md"]
+    assert "GCE (aaaaaaaaaa)" in md and "the same seed gave different numbers" in md
+
+
+def test_experiment_cli_dry_run_and_errors(tmp_results, cli):
+    r = cli(["run", "-m", "+experiment=table3", "scale=cpu", "method=ce,gce", "seed=0", "--dry-run"], tmp_results)
+    assert r.rc == 0, r.err
+    lines = [line for line in r.out.splitlines() if line.startswith("[")]
+    assert len(lines) == 2 * 7 * 2 and all("to run" in line for line in lines)
+    assert "28 runs: 0 finished, 28 to run" in r.out and not tmp_results.records()
+    r = cli(["run", "+experiment=table3", "scale=cpu"], tmp_results)
+    assert r.rc == 2 and "defines a sweep; run it with -m" in r.err
+    r = cli(["run", "-m", "+experiment=table9"], tmp_results)
+    assert r.rc == 2 and "unknown experiment 'table9'" in r.err and "table3" in r.err
+    combos = expand(["+experiment=fig3", "scale=cpu"])
+    pairs = {(as_dict(c)["method.params.lambda1"], as_dict(c)["method.params.lambda2"]) for c in combos}
+    assert len(combos) == 45 and len(pairs) == 9 and ("2.0", "1.0") in pairs
+
+
+def test_experiment_default_point_is_the_table3_run():
+    """Figure 3's (2.0, 1.0) and Figure 1/4's sym0.4 GSS-SB runs are Table 3's runs: one config, one record."""
+    from nlbench.__main__ import compose
+    from nlbench.runner import build_spec
+
+    base = ["dataset=cifar10", "noise=sym0.4", "method=gss_sb", "seed=0", "scale=cpu"]
+    hashes = {build_spec(compose([f"+experiment={e}", *base, *extra])).config_hash
+              for e, extra in (("table3", []), ("fig1", []), ("fig4", []),
+                               ("fig3", ["method.params.lambda1=2.0", "method.params.lambda2=1.0"]))}
+    assert len(hashes) == 1
+
+
+def test_help_says_what_it_reads_and_writes(cli):
+    r = cli(["report", "--help"])
+    assert r.rc == 0
+    for word in ("--results-dir", "NLBENCH_RESULTS_DIR", "REPORT.md", "table3_<scale>", "paper_data", "never trains"):
+        assert word in r.out
+
+
+def test_paper_numbers_ship_with_the_package():
+    vals = rp.paper_values()
+    assert vals[("table3", "cifar10", "gss_ssl", ("sym", 0.4))] == (94.20, 0.11)
+    assert vals[("table4", "webvision", "dividemix", ("ilsvrc12_top5",))] == (90.76, None)
+    assert sum(k[0] == "table3" for k in vals) == 98 and sum(k[0] == "table4" for k in vals) == 35
