@@ -87,6 +87,14 @@ class ELRPlus(Method):
             for b in ctx.stream.batches(batch_size=ctx.batch_size, generator=ctx.generator):
                 yield i, b
 
+    @torch.no_grad()
+    def on_epoch_start(self, ctx: Context) -> None:
+        # the trainer may have put the networks in channels_last; the EMA copies follow (speed only)
+        for ema, net in zip(self.emas, self.nets):
+            w = next((p for p in net.parameters() if p.dim() == 4), None)
+            if w is not None and not w.is_contiguous() and w.is_contiguous(memory_format=torch.channels_last):
+                ema.to(memory_format=torch.channels_last)
+
     def _ramp_steps(self, ctx: Context, fraction: float) -> float:
         return fraction * ctx.epochs * max(ctx.steps_per_epoch, 1)
 

@@ -206,6 +206,14 @@ def test_gss_db_pools_are_updated_with_the_other_networks_predictions():
         ref.update(F.softmax(logits[id(m.nets[1 - i])], 1), epoch=6, epochs=10, lambda1=2.0, lambda2=1.0)
         torch.testing.assert_close(m.pools[i].pool, ref.pool, rtol=0, atol=0)
     assert not torch.equal(m.pools[0].pool, m.pools[1].pool)
+    # stats=train: the same cross-wiring from each network's last training softmax
+    m = make(GSSDoubleBranch, n=5, stats="train")
+    m.train_probs.copy_(F.softmax(torch.randn(2, 5, 3, generator=g), 2))
+    m.on_epoch_end(ctx(epoch=6, epochs=10))
+    for i in range(2):
+        ref = DirectionPool(m.noisy_labels, 3)
+        ref.update(m.train_probs[1 - i], epoch=6, epochs=10, lambda1=2.0, lambda2=1.0)
+        torch.testing.assert_close(m.pools[i].pool, ref.pool, rtol=0, atol=0)
 
 
 def test_gss_db_each_network_trains_on_labels_from_its_own_pool():
