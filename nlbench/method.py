@@ -53,6 +53,7 @@ class StepOutput:
 
 
 OPTIM_KINDS = ("adam", "sgd")
+_CLASS_PLAN = object()   # Method(optim=...) not given: the class attribute ``optim``
 
 
 @dataclass(frozen=True)
@@ -169,9 +170,9 @@ class Method(nn.Module, metaclass=abc.ABCMeta):
     optim: dict | None = None
 
     def __init__(self, *, nets: Iterable[nn.Module], num_classes: int, noisy_labels: torch.Tensor,
-                 generator: torch.Generator, optim: dict | None | str = "class default") -> None:
+                 generator: torch.Generator, optim: dict | None | object = _CLASS_PLAN) -> None:
         super().__init__()
-        d = type(self).optim if isinstance(optim, str) and optim == "class default" else optim
+        d = type(self).optim if optim is _CLASS_PLAN else optim
         if d is not None and not isinstance(d, dict):
             raise ConfigError(f"optim must be a mapping of OptimPlan keys or null, got {d!r}")
         self._optim_plan = None if d is None else OptimPlan.from_dict(dict(d))
