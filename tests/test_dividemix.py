@@ -297,12 +297,12 @@ def test_state_survives_kill_and_resume_bit_for_bit(tmp_path, method, extra):
     assert json.dumps(strip(resumed["history"])) == json.dumps(strip(full["history"]))
 
 
-def test_dividemix_end_to_end_selects_clean_samples_and_beats_ce(tmp_path):
-    common = ["dataset=digits", "noise=sym0.6", "train.epochs=30", "seed=2"]
-    dm = run(tmp_path, "method=dividemix", *common, name="dm")
-    ce = run(tmp_path, "method=ce", *common, name="ce")
-    hist = dm["history"]
-    assert "sel_precision" not in hist[0] and hist[0]["ce"] > 0             # warm-up (1 epoch at E = 30)
-    assert all(h["sel_precision"] > 0.9 for h in hist[3:])                  # the GMM finds clean samples
-    assert hist[-1]["lambda_u"] == 25 and 0.2 < hist[-1]["labeled1"] < 0.8
-    assert dm["final"]["acc_last"] > ce["final"]["acc_last"] + 5
+def test_dividemix_end_to_end_selects_clean_samples(tmp_path):
+    """The post-warm-up SSL path through the real CLI stack: at E = 10 warm-up is 1 epoch, the ramp 0.53."""
+    rec = run(tmp_path, "method=dividemix", "dataset=digits", "noise=sym0.6", "train.epochs=10", "seed=2")
+    hist = rec["history"]
+    assert "sel_precision" not in hist[0] and hist[0]["ce"] > 0             # warm-up: CE, no division
+    assert all(h["sel_precision"] > 0.85 for h in hist[4:])                 # the GMM finds clean samples
+    clean_share = 1 - rec["noise"]["actual_rate"]
+    assert abs(hist[-1]["labeled1"] - clean_share) < 0.15 and hist[-1]["lambda_u"] == 25
+    assert rec["final"]["acc_last"] > 80
