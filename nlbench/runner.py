@@ -106,10 +106,20 @@ def _device(name: str) -> torch.device:
 
 def check_method_params(name: str, params: dict) -> None:
     cls = METHODS.get(name)
-    sig = inspect.signature(cls.__init__)
-    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values() if p.name != "base"):
-        return
-    valid = [p for p in sig.parameters if p not in ("self", "base")] + ["optim"]   # optim: Method's own
+    valid: list[str] = []
+    # a subclass that forwards **base to a parent method (gss_ssl -> dividemix) accepts its parameters too
+    for klass in cls.__mro__:
+        if klass is Method:
+            break
+        if "__init__" not in vars(klass):
+            continue
+        sig = inspect.signature(vars(klass)["__init__"])
+        if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values() if p.name != "base"):
+            return
+        valid += [p for p in sig.parameters if p not in ("self", "base") and p not in valid]
+        if "base" not in sig.parameters:
+            break
+    valid.append("optim")   # Method's own
     bad = sorted(set(params) - set(valid))
     if bad:
         raise ConfigError(f"method {name!r} has no parameter {', '.join(map(repr, bad))}; "

@@ -1,0 +1,117 @@
+"""GSS-SSL: DivideMix's framework with GSS direction pools (Yu et al., CVPR 2023, Sec. 5.2).
+
+Everything of ``dividemix`` (co-divide, co-guessing, MixMatch, losses, schedule) is inherited; only
+the labels that enter the targets and the epoch-end pool update differ. Each network i keeps its own
+pool D_i (N, K) (``gss_pool.DirectionPool``, one-hot start on the noisy label). After every epoch,
+D_i of the samples net i trained on is updated (Eqns. 6-9) with the predictions of the OTHER network
+(an eval-mode pass, ``ctx.infer``), with per-sample lambdas by net i's current division: labelled
+samples lambda1 = 0.1, lambda2 = 0; unlabelled lambda1 = 0.2, lambda2 = 0.5 (paper). In warm-up
+epochs there is no division: every sample counts as labelled.
+
+Where the drawn labels y_hat ~ D_i / sum(D_i) enter is not in the paper; options (also in the yaml):
+- ``labeled_entry``: ``drawn`` (default; they replace the fixed noisy labels in co-refinement,
+  sharpen(w onehot(y_hat) + (1 - w) p_bar)) | ``noisy`` (DivideMix's co-refinement).
+- ``unlabeled_target``: ``guess`` (DivideMix's sharpened co-guess; pools of unlabelled samples unused)
+  | ``drawn_mix`` (sharpen(b onehot(y_hat) + (1 - b) p_guess) with b = ``drawn_weight``, the same
+  form as co-refinement with a fixed weight, since w of an unlabelled sample is near 0)
+  | ``drawn`` (onehot(y_hat) replaces the guess: plain gradient switching on unlabelled samples).
+- ``warmup_labels``: ``drawn`` (default; warm-up CE on drawn labels, GSS-DB's step, which the paper
+  says GSS-SSL's main process follows) | ``noisy`` (DivideMix's warm-up).
+The defaults are chosen on a noisy validation split, never the test set (RESULTS.md).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from nlbench.method import METHODS, Batch, Context, StepOutput
+from nlbench.registry import ConfigError, check_range
+
+from . import ssl_parts as S
+from .dividemix import DivideMix, SSLStep
+from .gss_pool import PRED_WEIGHTS, DirectionPool
+
+LABELED_ENTRIES = ("drawn", "noisy")
+UNLABELED_TARGETS = ("guess", "drawn_mix", "drawn")
+WARMUP_LABELS = ("drawn", "noisy")
+
+
+def _choice(name: str, value: str, valid: tuple[str, ...]) -> str:
+    if value not in valid:
+        raise ConfigError(f"unknown gss_ssl {name} {value!r}; valid choices: {', '.join(valid)}")
+    return value
+
+
+@METHODS.register("gss_ssl")
+class GSSSemiSupervised(DivideMix):
+    def __init__(self, *, lambda1_labeled: float = 0.1, lambda2_labeled: float = 0.0,
+                 lambda1_unlabeled: float = 0.2, lambda2_unlabeled: float = 0.5,
+                 labeled_entry: str = "drawn", unlabeled_target: str = "drawn_mix", drawn_weight: float = 0.5,
+                 warmup_labels: str = "drawn", init: str = "onehot", init_mass: float = 1.0,
+                 pred_weight: str = "noisy", **base) -> None:
+        super().__init__(**base)
+        self.lambdas = {True: (check_range("gss_ssl lambda1_labeled", lambda1_labeled, 0, None),
+                               check_range("gss_ssl lambda2_labeled", lambda2_labeled, 0, None)),
+                        False: (check_range("gss_ssl lambda1_unlabeled", lambda1_unlabeled, 0, None),
+                                check_range("gss_ssl lambda2_unlabeled", lambda2_unlabeled, 0, None))}
+        self.labeled_entry = _choice("labeled_entry", labeled_entry, LABELED_ENTRIES)
+        self.unlabeled_target = _choice("unlabeled_target", unlabeled_target, UNLABELED_TARGETS)
+        self.warmup_label_source = _choice("warmup_labels", warmup_labels, WARMUP_LABELS)
+        self.pred_weight = _choice("pred_weight", pred_weight, PRED_WEIGHTS)
+        self.drawn_weight = check_range("gss_ssl drawn_weight", drawn_weight, 0, 1)
+        self.pools = nn.ModuleList(DirectionPool(self.noisy_labels, self.num_classes, init=init, init_mass=init_mass)
+                                   for _ in range(2))
+        self._switched = torch.zeros(())
+
+    def _draw(self, i: int, batch: Batch) -> torch.Tensor:
+        return self.pools[i].sample(batch.idx, self.generator)
+
+    # --- where the drawn labels enter -------------------------------------------------------------
+    def warmup_labels(self, i: int, batch: Batch) -> torch.Tensor:
+        if self.warmup_label_source == "noisy":
+            return batch.y
+        y_hat = self._draw(i, batch)
+        self._switched = (y_hat != batch.y).float().mean()
+        return y_hat
+
+    def labeled_targets(self, i: int, lab: Batch, w: torch.Tensor, p_bar: torch.Tensor) -> torch.Tensor:
+        y = lab.y if self.labeled_entry == "noisy" else self._draw(i, lab)
+        self._switched = (y != lab.y).float().mean()
+        return S.co_refine(F.one_hot(y, self.num_classes).to(p_bar.dtype), w, p_bar, self.T)
+
+    def unlabeled_targets(self, i: int, unl: Batch, p_guess: torch.Tensor) -> torch.Tensor:
+        if self.unlabeled_target == "guess":
+            return S.sharpen(p_guess, self.T)
+        onehot = F.one_hot(self._draw(i, unl), self.num_classes).to(p_guess.dtype)
+        if self.unlabeled_target == "drawn":
+            return onehot
+        b = self.drawn_weight
+        return S.sharpen(b * onehot + (1 - b) * p_guess, self.T)
+
+    def loss(self, step: SSLStep, ctx: Context) -> StepOutput:
+        out = super().loss(step, ctx)
+        out.logs["switched"] = self._switched   # share of labelled/warm-up labels != the noisy label
+        return out
+
+    # --- pool update ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def pool_lambdas(self, i: int, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-sample (lambda1, lambda2) (n,) for pool i's samples ``idx``: by net i's division."""
+        labeled = self.labeled_mask(i)[idx] if bool(self.divided) else torch.ones_like(idx, dtype=torch.bool)
+        (l1, l2), (u1, u2) = self.lambdas[True], self.lambdas[False]
+        lam1 = torch.where(labeled, torch.tensor(l1, device=idx.device), torch.tensor(u1, device=idx.device))
+        lam2 = torch.where(labeled, torch.tensor(l2, device=idx.device), torch.tensor(u2, device=idx.device))
+        return lam1, lam2
+
+    @torch.no_grad()
+    def on_epoch_end(self, ctx: Context) -> None:
+        for i in range(2):
+            idx = self.trains_on[i].nonzero().squeeze(1)
+            probs = F.softmax(ctx.infer(self.nets[1 - i], idx).float(), 1)   # the OTHER network
+            lam1, lam2 = self.pool_lambdas(i, idx)
+            self.pools[i].update(probs, epoch=ctx.epoch, epochs=ctx.epochs, lambda1=lam1, lambda2=lam2,
+                                 idx=idx, pred_weight=self.pred_weight)
+
+    def label_beliefs(self) -> torch.Tensor:
+        return self.pools[0].pool
