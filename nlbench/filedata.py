@@ -512,8 +512,10 @@ class FileStream:
     def __init__(self, data: FileData, noisy_labels: torch.Tensor, *, batch_size: int,
                  num_workers: int, device: torch.device, channels_last: bool = True,
                  samples_per_epoch: int | None = None, class_balanced: bool = False,
-                 flip: bool = True, infer_batch_size: int | None = None, amp: bool = True) -> None:
+                 flip: bool = True, infer_batch_size: int | None = None, amp: bool = True,
+                 progress: bool = False) -> None:
         self.data = data
+        self.progress = bool(progress)   # a bar over inference passes (on a terminal)
         self.num_train = len(data.train)
         self.num_classes = data.num_classes
         labels = torch.as_tensor(noisy_labels).detach().to("cpu")
@@ -668,19 +670,22 @@ class FileStream:
         return self._run(net, dataset, idx)
 
     def _run(self, net: nn.Module, dataset: Dataset, idx: torch.Tensor) -> torch.Tensor:
+        from .trainer import progress_bar
+
         was_training = net.training
         net.eval()
         out = []
         try:
             loader = self._loader(dataset, _Chunks(idx, self.infer_batch_size, False), 0)
-            for x, _ in loader:
-                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            for x, _ in progress_bar(loader, enabled=self.progress, total=len(loader), desc="inference pass"):
+                with torch.inference_mode(), \
+                        torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
                     out.append(net(self._normalise(x)).float())
         finally:
             net.train(was_training)
         if not out:
             return torch.zeros(0, self.num_classes, device=self.device)
-        return torch.cat(out)
+        return torch.cat(out)   # outside inference mode: an ordinary tensor a method may change in place
 
     def eval_batches(self, split: str, batch_size: int | None = None
                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

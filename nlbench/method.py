@@ -113,10 +113,12 @@ class OptimPlan:
             return self.betas
         return (float(self.beta1_decayed), self.betas[1])
 
-    def build(self, params: list) -> torch.optim.Optimizer:
+    def build(self, params: list, *, fused: bool | None = None) -> torch.optim.Optimizer:
+        """The optimiser over ``params``; ``fused``: PyTorch's one-kernel update (the trainer sets it on CUDA)."""
         if self.kind == "adam":
-            return torch.optim.Adam(params, lr=self.lr, betas=self.betas, weight_decay=self.weight_decay)
-        return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+            return torch.optim.Adam(params, lr=self.lr, betas=self.betas, weight_decay=self.weight_decay, fused=fused)
+        return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay,
+                               fused=fused)
 
 
 class Stream(Protocol):
@@ -234,6 +236,18 @@ class Method(nn.Module, metaclass=abc.ABCMeta):
     def predict_nets(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Per-network class probabilities [(B, K)] * num_networks, for per-network test accuracy."""
         return [F.softmax(net(x).float(), dim=1) for net in self.nets]
+
+    @torch.no_grad()
+    def predict_with_nets(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(:meth:`predict`, :meth:`predict_nets`) for the trainer's evaluation of several networks.
+
+        With both defaults each network runs once (the ensemble is the mean of the per-network
+        softmaxes), not twice; a method that overrides either gets both of its own, as before."""
+        cls = type(self)
+        if cls.predict is Method.predict and cls.predict_nets is Method.predict_nets:
+            probs = [F.softmax(net(x).float(), dim=1) for net in self.nets]
+            return torch.stack(probs).mean(0), probs
+        return self.predict(x), self.predict_nets(x)
 
     @staticmethod
     @contextlib.contextmanager

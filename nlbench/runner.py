@@ -286,7 +286,8 @@ def prepare(spec: RunSpec) -> Prepared:
 
         stream = DeviceStream(data.train_x, noisy, mean=data.mean, std=data.std, batch_size=t.batch_size,
                               infer_batch_size=t.infer_batch_size, device=dev, channels_last=cl, amp=t.amp,
-                              crop_pad=int(spec.augment.get("crop_pad", 0)), flip=bool(spec.augment.get("flip", False)))
+                              crop_pad=int(spec.augment.get("crop_pad", 0)), flip=bool(spec.augment.get("flip", False)),
+                              progress=spec.progress)
         test = DeviceStream(data.test_x, torch.from_numpy(data.test_y), mean=data.mean, std=data.std,
                             infer_batch_size=t.infer_batch_size, device=dev, channels_last=cl, amp=t.amp)
         test_sets = {"test": test.eval_batches}
@@ -300,7 +301,8 @@ def prepare(spec: RunSpec) -> Prepared:
         from .filedata import FileStream
 
         stream = FileStream(data, noisy, batch_size=t.batch_size, num_workers=t.num_workers, device=dev,
-                            channels_last=cl, infer_batch_size=t.infer_batch_size, amp=t.amp, **spec.augment)
+                            channels_last=cl, infer_batch_size=t.infer_batch_size, amp=t.amp,
+                            progress=spec.progress, **spec.augment)
         test_sets = {name: (lambda n=name: stream.eval_batches(n, t.infer_batch_size)) for name in data.tests}
         num_classes, in_ch, extra = len(data.classes), 3, {}
     cls = METHODS.get(spec.method)

@@ -32,7 +32,8 @@ class DeviceStream:
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, *, mean, std, crop_pad: int = 0,
                  flip: bool = False, batch_size: int = 128, infer_batch_size: int = 1024,
-                 device: torch.device | str = "cpu", channels_last: bool = False, amp: bool = True) -> None:
+                 device: torch.device | str = "cpu", channels_last: bool = False, amp: bool = True,
+                 progress: bool = False) -> None:
         if x.dtype != torch.uint8 or x.dim() != 4:
             raise ValueError(f"x must be uint8 (N, C, H, W), got {x.dtype} {tuple(x.shape)}")
         self.device = torch.device(device)
@@ -47,6 +48,7 @@ class DeviceStream:
         self.infer_batch_size = int(infer_batch_size)
         self.channels_last = channels_last
         self.amp = amp
+        self.progress = bool(progress)   # a bar over inference passes (on a terminal)
         self._aug = torch.Generator(device=self.device)
 
     @property
@@ -116,18 +118,23 @@ class DeviceStream:
         for start in range(0, self.num_train, bs):
             yield self.normalise(self.x[start:start + bs]), self.y[start:start + bs]
 
-    @torch.no_grad()
     def infer(self, net: nn.Module, *, indices: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits (n, K) in fp32 of ``net`` in eval mode on un-augmented images, in index order."""
+        """Logits (n, K) in fp32 of ``net`` in eval mode on un-augmented images, in index order.
+
+        The forwards run under ``torch.inference_mode`` (no autograd bookkeeping at all); the
+        concatenation runs outside it, so the result is an ordinary tensor a method may change in place."""
+        from .trainer import progress_bar
+
         was_training = net.training
         net.eval()
         idx_all = torch.arange(self.num_train, device=self.device) if indices is None else indices.to(self.device)
+        bs = self.infer_batch_size
         outs = []
         try:
-            for start in range(0, len(idx_all), self.infer_batch_size):
-                xb = self.normalise(self.x[idx_all[start:start + self.infer_batch_size]])
-                with _autocast(self.device, self.amp):
-                    outs.append(net(xb).float())
+            for start in progress_bar(range(0, len(idx_all), bs), enabled=self.progress,
+                                      total=-(-len(idx_all) // bs), desc="inference pass"):
+                with torch.inference_mode(), _autocast(self.device, self.amp):
+                    outs.append(net(self.normalise(self.x[idx_all[start:start + bs]])).float())
         finally:
             net.train(was_training)
         return torch.cat(outs) if outs else torch.empty(0, device=self.device)
