@@ -306,3 +306,11 @@ def test_dividemix_end_to_end_selects_clean_samples(tmp_path):
     clean_share = 1 - rec["noise"]["actual_rate"]
     assert abs(hist[-1]["labeled1"] - clean_share) < 0.15 and hist[-1]["lambda_u"] == 25
     assert rec["final"]["acc_last"] > 80
+
+
+def test_gss_ssl_accepts_the_parameters_of_its_parent_and_rejects_typos():
+    from nlbench.runner import check_method_params
+
+    check_method_params("gss_ssl", {"lambda_u": 0, "p_threshold": 0.6, "unlabeled_target": "guess", "optim": None})
+    with pytest.raises(ConfigError, match="'lambda_uu'.*valid parameters: lambda1_labeled.*lambda_u"):
+        check_method_params("gss_ssl", {"lambda_uu": 0})
