@@ -1,9 +1,10 @@
-"""Command line: ``python -m nlbench {run,validate,list} [hydra overrides]``.
+"""Command line: ``python -m nlbench {run,validate,list,runs} [hydra overrides]``.
 
 - ``run [-m] key=value ...``: one run, or a sweep with ``-m`` (Hydra's override grammar: comma lists,
   ``range()``, ``choice()``; runs go one after another and finished ones are skipped).
 - ``validate key=value ...``: build the config, load the data and draw the noise, print a summary; no training.
 - ``list``: every registry (methods, datasets, noise models, backbones) and every config choice.
+- ``runs [key=value ...] [--columns a,b,c] [--csv]``: every record under results_dir as a table.
 
 Bad input (unknown name, rate out of range, missing data) prints one line naming the bad value and the
 valid choices, and exits with code 2 before anything is written.
@@ -19,7 +20,7 @@ from .registry import ConfigError
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 GROUPS = ("method", "dataset", "noise", "backbone", "scale")
-USAGE = "usage: python -m nlbench {run,validate,list} [-m] [key=value ...]"
+USAGE = "usage: python -m nlbench {run,validate,list,runs} [-m] [key=value ...]"
 
 
 def group_choices(group: str) -> list[str]:
@@ -126,7 +127,13 @@ def cmd_list(args: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "validate": lambda a: cmd_run(a, dry=True), "list": cmd_list}
+def cmd_runs(args: list[str]) -> int:
+    from .runs import cmd_runs as runs
+
+    return runs(args)
+
+
+COMMANDS = {"run": cmd_run, "validate": lambda a: cmd_run(a, dry=True), "list": cmd_list, "runs": cmd_runs}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -301,7 +301,7 @@ def execute(spec: RunSpec, *, log=None) -> dict:
         "schema_version": store.SCHEMA_VERSION, "status": res.status, "message": res.message,
         "method": spec.method, "dataset": spec.dataset, "scale": spec.scale, "seed": spec.seed,
         "noise_seed": spec.noise_seed, "backbone": spec.backbone, "epochs": spec.train.epochs,
-        "config_hash": spec.config_hash,
+        "config_hash": spec.config_hash, "method_module": type(prep.method).__module__,
         "noise": {**prep.noise.to_record(), "options": spec.noise["options"]},
         "data": {"num_train": int(prep.stream.num_train), "classes": list(getattr(data, "classes", [])),
                  **{k: v for k, v in getattr(data, "meta", {}).items() if isinstance(v, (str, int, float, bool, type(None)))}},
@@ -313,6 +313,7 @@ def execute(spec: RunSpec, *, log=None) -> dict:
     }
     if res.status == "interrupted":
         return {**record, "_path": None}
+    record = store.ordered(record)
     store.atomic_write_json(path, record)
     trainer.discard_checkpoint()
     return {**record, "_path": str(path)}

@@ -97,7 +97,7 @@ def test_diverging_run_is_recorded_as_diverged(tmp_results, cli):
     rec = read_json(path)
     assert rec["status"] == "diverged"
     assert "non-finite" in rec["message"]
-    assert rec["history"][-1]["loss"] != rec["history"][-1]["loss"]   # NaN
+    assert rec["history"][-1]["loss"] is None   # NaN, written as null
     assert r.out.startswith("diverged:") and str(path) in r.out
     assert not tmp_results.checkpoint_files()
     # a diverged run is final: rerunning skips it
