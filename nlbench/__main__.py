@@ -16,9 +16,8 @@ import re
 import sys
 from pathlib import Path
 
+from .hydra_setup import CONF_DIR, RATE_FAMILIES, register_resolvers
 from .registry import ConfigError
-
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 GROUPS = ("method", "dataset", "noise", "backbone", "scale")
 USAGE = "usage: python -m nlbench {run,validate,list,runs} [-m] [key=value ...]"
 
@@ -34,18 +33,25 @@ def compose(overrides: list[str]):
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
+    register_resolvers()
     for o in overrides:
         key, _, val = o.lstrip("+~").partition("=")
         if key in GROUPS and val and val not in group_choices(key):
-            raise ConfigError(f"unknown {key} {val!r}; valid choices: {', '.join(group_choices(key))}")
+            fam = re.match(rf"^({'|'.join(sorted(RATE_FAMILIES, key=len, reverse=True))})([0-9.]+)$", val)
+            hint = f"; for any rate use noise={fam.group(1)} noise.rate={fam.group(2)}" if key == "noise" and fam else ""
+            raise ConfigError(f"unknown {key} {val!r}; valid choices: {', '.join(group_choices(key))}{hint}")
     # train.<key> and method.params.<key> may name keys the yaml leaves out (train.warmup_epochs,
     # a method's hyperparameters): add-or-override them here; build_spec then checks each name
     # against the valid ones and lists them (Hydra alone would only say "Could not override").
     overrides = [f"++{o}" if o.startswith(("train.", "method.params.")) and "=" in o else o for o in overrides]
     try:
         with initialize_config_dir(version_base=None, config_dir=str(CONF_DIR), job_name="nlbench"):
-            return hy_compose(config_name="config", overrides=overrides)
+            cfg = hy_compose(config_name="config", overrides=overrides)
+        check_noise_rate(cfg, overrides)
+        return cfg
     except (HydraException, OmegaConfBaseException, ValueError) as e:
+        if isinstance(e, ConfigError):
+            raise
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         m = re.match(r"Could not override '([^']+)'", first)
         if m:  # an unknown key: name it and the keys valid at its level
@@ -62,6 +68,18 @@ def compose(overrides: list[str]):
                 raise ConfigError(f"unknown config key {m.group(1)!r}; valid keys"
                                   f"{' under ' + parent if parent else ''}: {valid}") from None
         raise ConfigError(f"bad override: {first}") from None
+
+
+def check_noise_rate(cfg, overrides: list[str]) -> None:
+    """A rate family needs a rate; a fixed noise (human labels, real, clean) takes none."""
+    from omegaconf import OmegaConf
+
+    prefix = cfg.noise.get("prefix")
+    if prefix is not None and OmegaConf.is_missing(cfg.noise, "rate"):
+        raise ConfigError(f"noise={prefix} needs a rate: add noise.rate=<r> with r in [0, 1), e.g. noise.rate=0.3")
+    if prefix is None and any(o.lstrip("+~").partition("=")[0] == "noise.rate" for o in overrides):
+        raise ConfigError(f"noise {cfg.noise.name!r} has a fixed rate (set by its labels); noise.rate=<r> applies to "
+                          f"the rate families: {', '.join(f'noise={p}' for p in RATE_FAMILIES)}")
 
 
 def expand_sweep(overrides: list[str]) -> list[list[str]]:
@@ -95,7 +113,7 @@ def cmd_run(args: list[str], *, dry: bool = False) -> int:
             prep = prepare(spec)
             n = prep.noise
             print(f"ok: method={spec.method} dataset={spec.dataset} ({prep.stream.num_train} train) "
-                  f"noise={n.name} actual_rate={n.actual_rate} hash={n.label_hash} backbone={spec.backbone} "
+                  f"noise={n.name} actual_rate={'n/a' if n.actual_rate is None else f'{n.actual_rate:.4g}'} hash={n.label_hash} backbone={spec.backbone} "
                   f"scale={spec.scale} epochs={spec.train.epochs} record={spec.record_path}")
         return 0
     for i, spec in enumerate(specs):

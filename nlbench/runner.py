@@ -22,6 +22,7 @@ import torch
 from . import store
 from .backbones import BACKBONES, build_backbone
 from .data import DATASETS, InMemoryData, balanced_subset, load_dataset
+from .hydra_setup import check_noise_name
 from .method import METHODS, Method
 from .registry import ConfigError, as_int, check_range
 from .trainer import TrainConfig, Trainer, train_config_dict
@@ -145,6 +146,7 @@ def build_spec(cfg) -> RunSpec:
     from .noise import NOISE
 
     NOISE.get(ncfg["kind"])
+    check_noise_name(ncfg)
     check_range(f"noise rate (noise={ncfg['name']})", ncfg["rate"], 0, 1, hi_open=True)
     seed, noise_seed = as_int("seed", c["seed"]), as_int("noise_seed", c["noise_seed"])
     interrupt_after = None if c.get("interrupt_after") is None else as_int("interrupt_after", c["interrupt_after"])
