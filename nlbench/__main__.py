@@ -6,24 +6,36 @@
 - ``list``: every registry (methods, datasets, noise models, backbones) and every config choice.
 - ``runs [key=value ...] [--columns a,b,c] [--csv]``: every record under results_dir as a table.
 
-Bad input (unknown name, rate out of range, missing data) prints one line naming the bad value and the
-valid choices, and exits with code 2 before anything is written.
+Bad input (unknown name, rate out of range, missing data, an unwritable results_dir) prints one line
+naming the bad value and the valid choices, and exits with code 2 before anything is written.
+Exit codes: 0 completed; 1 a run failed while training (recorded as ``failed``); 2 bad input;
+3 a run diverged (NaN loss; recorded as ``diverged``); 130 interrupted.
 """
 from __future__ import annotations
 
 import itertools
 import re
 import sys
-from pathlib import Path
 
 from .hydra_setup import CONF_DIR, RATE_FAMILIES, register_resolvers
 from .registry import ConfigError
+
 GROUPS = ("method", "dataset", "noise", "backbone", "scale")
 USAGE = "usage: python -m nlbench {run,validate,list,runs} [-m] [key=value ...]"
 
 
-def group_choices(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+def group_choices(group: str, overrides: list[str] = ()) -> list[str]:
+    """The config files of ``group`` in conf/ and in every extra config folder (plugins)."""
+    from .plugins import conf_dirs
+
+    return sorted({p.stem for d in (CONF_DIR, *conf_dirs(overrides)) for p in (d / group).glob("*.yaml")})
+
+
+def add_or_override(overrides: list[str]) -> list[str]:
+    """train.<key> and method.params.<key> may name keys the yaml leaves out (train.warmup_epochs,
+    a method's hyperparameters): add-or-override them (``++``); build_spec then checks each name
+    against the valid ones and lists them (Hydra alone would only say "Could not override")."""
+    return [f"++{o}" if o.startswith(("train.", "method.params.")) and "=" in o else o for o in overrides]
 
 
 def compose(overrides: list[str]):
@@ -33,17 +45,16 @@ def compose(overrides: list[str]):
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
+    from .plugins import conf_search_overrides
+
     register_resolvers()
     for o in overrides:
         key, _, val = o.lstrip("+~").partition("=")
-        if key in GROUPS and val and val not in group_choices(key):
+        if key in GROUPS and val and val not in group_choices(key, overrides):
             fam = re.match(rf"^({'|'.join(sorted(RATE_FAMILIES, key=len, reverse=True))})([0-9.]+)$", val)
             hint = f"; for any rate use noise={fam.group(1)} noise.rate={fam.group(2)}" if key == "noise" and fam else ""
-            raise ConfigError(f"unknown {key} {val!r}; valid choices: {', '.join(group_choices(key))}{hint}")
-    # train.<key> and method.params.<key> may name keys the yaml leaves out (train.warmup_epochs,
-    # a method's hyperparameters): add-or-override them here; build_spec then checks each name
-    # against the valid ones and lists them (Hydra alone would only say "Could not override").
-    overrides = [f"++{o}" if o.startswith(("train.", "method.params.")) and "=" in o else o for o in overrides]
+            raise ConfigError(f"unknown {key} {val!r}; valid choices: {', '.join(group_choices(key, overrides))}{hint}")
+    overrides = conf_search_overrides(overrides) + add_or_override(overrides)
     try:
         with initialize_config_dir(version_base=None, config_dir=str(CONF_DIR), job_name="nlbench"):
             cfg = hy_compose(config_name="config", overrides=overrides)
@@ -101,37 +112,101 @@ def expand_sweep(overrides: list[str]) -> list[list[str]]:
     return [list(c) for c in itertools.product(*axes)]
 
 
-def cmd_run(args: list[str], *, dry: bool = False) -> int:
-    from .runner import build_spec, execute, prepare
+RUN_HELP = """usage: python -m nlbench run [-m] [key=value ...]
+       python -m nlbench validate [-m] [key=value ...]
 
+Config groups (pick one each; `python -m nlbench list` shows every registry):
+{groups}
+
+Settings (defaults in conf/config.yaml):
+  seed=0 noise_seed=0           training seed / noisy-label (and subset) seed
+  noise.rate=R                  with a rate family (noise=sym|symo|asym|asym_super|pair): the run is <family><R>
+  train.<key>=V                 protocol overrides: epochs, lr, batch_size, schedule, milestones, warmup_epochs, ...
+  method.params.<key>=V         method hyperparameters (the method's yaml lists them)
+  dataset.options.download=true fetch CIFAR into data_dir
+  data_dir= results_dir= checkpoint_dir=   (or NLBENCH_DATA_DIR, NLBENCH_RESULTS_DIR, NLBENCH_CHECKPOINT_DIR)
+  device=auto|cpu|cuda|cuda:N   force=true (rerun a finished run)   diagnose_train=true
+  verbosity=quiet|epoch|bar     quiet: only the final line; epoch: a line per epoch; bar: + a progress bar
+  method_modules=[pkg.mod]      import your own methods; method_conf_dirs=[/path/conf] for their yaml
+
+Sweeps (-m): comma lists, range(a,b), choice(...) in Hydra's grammar, e.g.
+  python -m nlbench run -m method=ce,gce noise=sym noise.rate=0.2,0.4 seed=0,1,2
+Every member is validated (config, data, output folders) before the first one trains; a member that
+fails is recorded as failed and the sweep goes on; a summary table ends it. Parallel or on a cluster
+with Hydra's launchers (pip install 'nlbench[launchers]'):
+  python -m nlbench run -m hydra/launcher=joblib hydra.launcher.n_jobs=4 seed=0,1,2,3
+  python -m nlbench run -m hydra/launcher=submitit_slurm hydra.launcher.partition=gpu ...
+
+Exit codes: 0 completed; 1 a run failed; 2 bad input (nothing written); 3 a run diverged; 130 interrupted."""
+
+
+def run_help() -> str:
+    groups = "\n".join(f"  {g}=<{'|'.join(group_choices(g))}>" for g in GROUPS)
+    return RUN_HELP.format(groups=groups)
+
+
+def config_sweep_params(overrides: list[str]) -> list[str]:
+    """The sweeps a config file declares under ``hydra.sweeper.params`` (e.g. an experiment file), as
+    ``key=v1,v2`` overrides, for the keys the command line does not set (Hydra's own precedence)."""
+    from hydra import compose as hy_compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from .plugins import conf_search_overrides
+
+    first = expand_sweep(overrides)[0]
+    with initialize_config_dir(version_base=None, config_dir=str(CONF_DIR), job_name="nlbench"):
+        cfg = hy_compose(config_name="config", overrides=conf_search_overrides(first) + add_or_override(first),
+                         return_hydra_config=True)
+    params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
+    given = {o.lstrip("+~").partition("=")[0] for o in overrides}
+    return [f"{k}={v}" for k, v in params.items() if k not in given]
+
+
+def cmd_run(args: list[str], *, dry: bool = False) -> int:
+    from . import sweep
+    from .runner import build_spec, prepare
+
+    if any(a in ("-h", "--help") for a in args):
+        print(run_help())
+        return 0
     multi = any(a in ("-m", "--multirun") for a in args)
     overrides = [a for a in args if a not in ("-m", "--multirun")]
+    hydra_args = [o for o in overrides if o.lstrip("+~").startswith("hydra")]
+    overrides = [o for o in overrides if o not in hydra_args]
+    if hydra_args and not multi:
+        raise ConfigError(f"{hydra_args[0]!r} applies to sweeps: add -m (python -m nlbench run -m ...)")
+    if multi:
+        compose(expand_sweep(overrides)[0])          # bad input: the one-line error, before anything else
+        overrides = overrides + config_sweep_params(overrides)
     combos = expand_sweep(overrides) if multi else [overrides]
-    specs = [build_spec(compose(c)) for c in combos]  # validate everything before the first run
+    labels = sweep.member_labels(combos)
+    members = [sweep.Member(lab, c, build_spec(compose(c))) for lab, c in zip(labels, combos)]
     if dry:
-        for spec in specs:
+        for m in members:
+            spec = m.spec
             prep = prepare(spec)
             n = prep.noise
             print(f"ok: method={spec.method} dataset={spec.dataset} ({prep.stream.num_train} train) "
-                  f"noise={n.name} actual_rate={'n/a' if n.actual_rate is None else f'{n.actual_rate:.4g}'} hash={n.label_hash} backbone={spec.backbone} "
+                  f"noise={n.name} actual_rate={'n/a' if n.actual_rate is None else f'{n.actual_rate:.4g}'} "
+                  f"hash={n.label_hash} backbone={spec.backbone} "
                   f"scale={spec.scale} epochs={spec.train.epochs} record={spec.record_path}")
         return 0
-    for i, spec in enumerate(specs):
-        if len(specs) > 1:
-            print(f"[{i + 1}/{len(specs)}] {' '.join(combos[i])}", file=sys.stderr)
-        rec = execute(spec)
-        fin = rec.get("final", {})
-        acc = fin.get("acc_last")
-        print(f"{rec['status']}: method={spec.method} dataset={spec.dataset} noise={spec.noise['name']} "
-              f"seed={spec.seed} scale={spec.scale} final {fin.get('metric', 'acc')}="
-              + (f"{acc:.2f}% (best {fin['acc_best']:.2f}% at epoch {fin['best_epoch']})" if acc is not None
-                 else f"n/a ({rec.get('message') or 'no evaluated epoch'})")
-              + f" wall {rec.get('wall_s', 0):.1f}s record={rec.get('_path')}")
-    return 0
+    if multi:
+        sweep.validate_members(members)   # config, data, method, output folders: before the first member trains
+    if hydra_args:
+        from .launch import launch
+
+        outcomes = launch(members, overrides, hydra_args)
+    else:
+        outcomes = sweep.run_members(members, multi=multi)
+    return sweep.finish(outcomes, multi=multi)
 
 
 def cmd_list(args: list[str]) -> int:
     import methods  # noqa: F401
+    from .plugins import load_method_modules
+
+    load_method_modules()   # entry points and $NLBENCH_METHOD_MODULES
     from .backbones import BACKBONES
     from .data import DATASETS
     from .method import METHODS
