@@ -1,4 +1,4 @@
-"""Command line: ``python -m nlbench {run,validate,list,report} [hydra overrides]``.
+"""Command line: ``python -m nlbench {run,validate,list,runs,report} [hydra overrides]``.
 
 - ``run [-m] key=value ...``: one run, or a sweep with ``-m`` (Hydra's override grammar: comma lists,
   ``range()``, ``choice()``; runs go one after another and finished ones are skipped).
@@ -7,26 +7,44 @@
   runs of a sweep (finished or to run, with their record paths) and trains nothing.
 - ``validate key=value ...``: build the config, load the data and draw the noise, print a summary; no training.
 - ``list``: every registry (methods, datasets, noise models, backbones) and every config choice.
+- ``runs [key=value ...] [--columns a,b,c] [--csv]``: every record under results_dir as a table.
 - ``report [--results-dir D] [--out plots]``: tables and figures from the run records (see
   ``report --help``); never trains.
 
-Bad input (unknown name, rate out of range, missing data) prints one line naming the bad value and the
-valid choices, and exits with code 2 before anything is written.
+Bad input (unknown name, rate out of range, missing data, an unwritable results_dir) prints one line
+naming the bad value and the valid choices, and exits with code 2 before anything is written.
+Exit codes: 0 completed; 1 a run failed while training (recorded as ``failed``); 2 bad input;
+3 a run diverged (NaN loss; recorded as ``diverged``); 130 interrupted.
 """
 from __future__ import annotations
 
 import re
 import sys
 
-from .experiments import CONF_DIR, SWEEPS_KEY, expand, expand_sweep, with_grids  # noqa: F401
+from .experiments import SWEEPS_KEY, expand, expand_sweep, with_grids  # noqa: F401  (expand_sweep re-exported)
+from .hydra_setup import CONF_DIR, RATE_FAMILIES, register_resolvers
 from .registry import ConfigError
 
 GROUPS = ("method", "dataset", "noise", "backbone", "scale", "experiment")
-USAGE = "usage: python -m nlbench {run,validate,list,report} [-m] [--dry-run] [key=value ...]"
+USAGE = "usage: python -m nlbench {run,validate,list,runs,report} [-m] [--dry-run] [key=value ...]"
 
 
-def group_choices(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+def group_choices(group: str, overrides: list[str] = ()) -> list[str]:
+    """The config files of ``group`` in conf/ and in every extra config folder (plugins)."""
+    from .plugins import conf_dirs
+
+    return sorted({p.stem for d in (CONF_DIR, *conf_dirs(overrides)) for p in (d / group).glob("*.yaml")})
+
+
+def add_or_override(overrides: list[str]) -> list[str]:
+    """train.<key> and method.params.<key> may name keys the yaml leaves out (train.warmup_epochs,
+    a method's hyperparameters): add-or-override them (``++``); build_spec then checks each name
+    against the valid ones and lists them (Hydra alone would only say "Could not override")."""
+    overrides = [f"++{o}" if o.startswith(("train.", "method.params.")) and "=" in o else o for o in overrides]
+    # a method parameter set on the command line wins over the yaml's params_by_dataset/params_by_noise:
+    # it is kept apart under method.params_cli (runner.resolve_method_params applies it last)
+    return [f"++method.params_cli.{o.lstrip('+')[len('method.params.'):]}"
+            if o.lstrip("+").startswith("method.params.") and "=" in o else o for o in overrides]
 
 
 def compose(overrides: list[str]):
@@ -36,26 +54,27 @@ def compose(overrides: list[str]):
     from omegaconf import OmegaConf, open_dict
     from omegaconf.errors import OmegaConfBaseException
 
+    from .plugins import conf_search_overrides
+
+    register_resolvers()
     for o in overrides:
         key, _, val = o.lstrip("+~").partition("=")
-        if key in GROUPS and val and val not in group_choices(key):
-            raise ConfigError(f"unknown {key} {val!r}; valid choices: {', '.join(group_choices(key))}")
-    # train.<key> and method.params.<key> may name keys the yaml leaves out (train.warmup_epochs,
-    # a method's hyperparameters): add-or-override them here; build_spec then checks each name
-    # against the valid ones and lists them (Hydra alone would only say "Could not override").
-    overrides = [f"++{o}" if o.startswith(("train.", "method.params.")) and "=" in o else o for o in overrides]
-    # a method parameter set on the command line wins over the yaml's params_by_dataset/params_by_noise:
-    # it is kept apart under method.params_cli (runner.resolve_method_params applies it last)
-    overrides = [f"++method.params_cli.{o.lstrip('+')[len('method.params.'):]}"
-                 if o.lstrip("+").startswith("method.params.") and "=" in o else o for o in overrides]
+        if key in GROUPS and val and val not in group_choices(key, overrides):
+            fam = re.match(rf"^({'|'.join(sorted(RATE_FAMILIES, key=len, reverse=True))})([0-9.]+)$", val)
+            hint = f"; for any rate use noise={fam.group(1)} noise.rate={fam.group(2)}" if key == "noise" and fam else ""
+            raise ConfigError(f"unknown {key} {val!r}; valid choices: {', '.join(group_choices(key, overrides))}{hint}")
+    overrides = conf_search_overrides(overrides) + add_or_override(overrides)
     try:
         with initialize_config_dir(version_base=None, config_dir=str(CONF_DIR), job_name="nlbench"):
             cfg = hy_compose(config_name="config", overrides=overrides)
         if SWEEPS_KEY in cfg:  # an experiment's list of grids is for the CLI, not part of a run
             with open_dict(cfg):
                 del cfg[SWEEPS_KEY]
+        check_noise_rate(cfg, overrides)
         return cfg
     except (HydraException, OmegaConfBaseException, ValueError) as e:
+        if isinstance(e, ConfigError):
+            raise
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         m = re.match(r"Could not override '([^']+)'", first)
         if m:  # an unknown key: name it and the keys valid at its level
@@ -74,51 +93,112 @@ def compose(overrides: list[str]):
         raise ConfigError(f"bad override: {first}") from None
 
 
-def cmd_run(args: list[str], *, dry: bool = False) -> int:
-    from .runner import build_spec, execute, prepare
+def check_noise_rate(cfg, overrides: list[str]) -> None:
+    """A rate family needs a rate; a fixed noise (human labels, real, clean) takes none."""
+    from omegaconf import OmegaConf
 
+    prefix = cfg.noise.get("prefix")
+    if prefix is not None and OmegaConf.is_missing(cfg.noise, "rate"):
+        raise ConfigError(f"noise={prefix} needs a rate: add noise.rate=<r> with r in [0, 1), e.g. noise.rate=0.3")
+    if prefix is None and any(o.lstrip("+~").partition("=")[0] == "noise.rate" for o in overrides):
+        raise ConfigError(f"noise {cfg.noise.name!r} has a fixed rate (set by its labels); noise.rate=<r> applies to "
+                          f"the rate families: {', '.join(f'noise={p}' for p in RATE_FAMILIES)}")
+
+
+RUN_HELP = """usage: python -m nlbench run [-m] [key=value ...]
+       python -m nlbench validate [-m] [key=value ...]
+
+Config groups (pick one each; `python -m nlbench list` shows every registry):
+{groups}
+
+Settings (defaults in conf/config.yaml):
+  seed=0 noise_seed=0           training seed / noisy-label (and subset) seed
+  noise.rate=R                  with a rate family (noise=sym|symo|asym|asym_super|pair): the run is <family><R>
+  train.<key>=V                 protocol overrides: epochs, lr, batch_size, schedule, milestones, warmup_epochs, ...
+  method.params.<key>=V         method hyperparameters (the method's yaml lists them)
+  dataset.options.download=true fetch CIFAR into data_dir
+  data_dir= results_dir= checkpoint_dir=   (or NLBENCH_DATA_DIR, NLBENCH_RESULTS_DIR, NLBENCH_CHECKPOINT_DIR)
+  device=auto|cpu|cuda|cuda:N   force=true (rerun a finished run)   diagnose_train=true
+  verbosity=quiet|epoch|bar     quiet: only the final line; epoch: a line per epoch; bar: + a progress bar
+  method_modules=[pkg.mod]      import your own methods; method_conf_dirs=[/path/conf] for their yaml
+
+Sweeps (-m): comma lists, range(a,b), choice(...) in Hydra's grammar, e.g.
+  python -m nlbench run -m method=ce,gce noise=sym noise.rate=0.2,0.4 seed=0,1,2
+  python -m nlbench run -m +experiment=table3 scale=cpu     the sweep behind a paper table (conf/experiment/)
+  python -m nlbench run --dry-run -m ...                     list the members (finished / to run), train nothing
+Every member is validated (config, data, output folders) before the first one trains; a member that
+fails is recorded as failed and the sweep goes on; a summary table ends it. Parallel or on a cluster
+with Hydra's launchers (pip install 'nlbench[launchers]'):
+  python -m nlbench run -m hydra/launcher=joblib hydra.launcher.n_jobs=4 seed=0,1,2,3
+  python -m nlbench run -m hydra/launcher=submitit_slurm hydra.launcher.partition=gpu ...
+
+Exit codes: 0 completed; 1 a run failed; 2 bad input (nothing written); 3 a run diverged; 130 interrupted."""
+
+
+def run_help() -> str:
+    groups = "\n".join(f"  {g}=<{'|'.join(group_choices(g))}>" for g in GROUPS)
+    return RUN_HELP.format(groups=groups)
+
+
+def cmd_run(args: list[str], *, dry: bool = False) -> int:
+    from . import sweep
+    from .runner import build_spec, prepare
+
+    if any(a in ("-h", "--help") for a in args):
+        print(run_help())
+        return 0
     multi = any(a in ("-m", "--multirun") for a in args)
     listing = "--dry-run" in args
     overrides = [a for a in args if a not in ("-m", "--multirun", "--dry-run")]
+    hydra_args = [o for o in overrides if o.lstrip("+~").startswith("hydra")]
+    overrides = [o for o in overrides if o not in hydra_args]
+    if hydra_args and not multi:
+        raise ConfigError(f"{hydra_args[0]!r} applies to sweeps: add -m (python -m nlbench run -m ...)")
     if not multi and with_grids(overrides)[1]:
         raise ConfigError(f"experiment {', '.join(e.partition('=')[2] for e in overrides if 'experiment=' in e)!r} "
                           f"defines a sweep; run it with -m (python -m nlbench run -m {' '.join(overrides)})")
+    if multi:
+        compose(expand_sweep(overrides)[0])          # bad input: the one-line error, before anything else
     combos = expand(overrides) if multi else [overrides]
-    specs = [build_spec(compose(c)) for c in combos]  # validate everything before the first run
+    labels = sweep.member_labels(combos)
+    members = [sweep.Member(lab, c, build_spec(compose(c))) for lab, c in zip(labels, combos)]
     if listing:
         from . import store
 
         done = 0
-        for i, (c, spec) in enumerate(zip(combos, specs)):
-            fin = store.is_finished(spec.record_path)
+        for i, m in enumerate(members):
+            fin = store.is_finished(m.spec.record_path)
             done += fin
-            print(f"[{i + 1}/{len(specs)}] {'finished' if fin else 'to run  '} {' '.join(c)} -> {spec.record_path}")
-        print(f"{len(specs)} runs: {done} finished, {len(specs) - done} to run (--dry-run: nothing trained)")
+            print(f"[{i + 1}/{len(members)}] {'finished' if fin else 'to run  '} {' '.join(m.overrides)} "
+                  f"-> {m.spec.record_path}")
+        print(f"{len(members)} runs: {done} finished, {len(members) - done} to run (--dry-run: nothing trained)")
         return 0
     if dry:
-        for spec in specs:
+        for m in members:
+            spec = m.spec
             prep = prepare(spec)
             n = prep.noise
             print(f"ok: method={spec.method} dataset={spec.dataset} ({prep.stream.num_train} train) "
-                  f"noise={n.name} actual_rate={n.actual_rate} hash={n.label_hash} backbone={spec.backbone} "
+                  f"noise={n.name} actual_rate={'n/a' if n.actual_rate is None else f'{n.actual_rate:.4g}'} "
+                  f"hash={n.label_hash} backbone={spec.backbone} "
                   f"scale={spec.scale} epochs={spec.train.epochs} record={spec.record_path}")
         return 0
-    for i, spec in enumerate(specs):
-        if len(specs) > 1:
-            print(f"[{i + 1}/{len(specs)}] {' '.join(combos[i])}", file=sys.stderr)
-        rec = execute(spec)
-        fin = rec.get("final", {})
-        acc = fin.get("acc_last")
-        print(f"{rec['status']}: method={spec.method} dataset={spec.dataset} noise={spec.noise['name']} "
-              f"seed={spec.seed} scale={spec.scale} final {fin.get('metric', 'acc')}="
-              + (f"{acc:.2f}% (best {fin['acc_best']:.2f}% at epoch {fin['best_epoch']})" if acc is not None
-                 else f"n/a ({rec.get('message') or 'no evaluated epoch'})")
-              + f" wall {rec.get('wall_s', 0):.1f}s record={rec.get('_path')}")
-    return 0
+    if multi:
+        sweep.validate_members(members)   # config, data, method, output folders: before the first member trains
+    if hydra_args:
+        from .launch import launch
+
+        outcomes = launch(members, overrides, hydra_args)
+    else:
+        outcomes = sweep.run_members(members, multi=multi)
+    return sweep.finish(outcomes, multi=multi)
 
 
 def cmd_list(args: list[str]) -> int:
     import methods  # noqa: F401
+    from .plugins import load_method_modules
+
+    load_method_modules()   # entry points and $NLBENCH_METHOD_MODULES
     from .backbones import BACKBONES
     from .data import DATASETS
     from .method import METHODS
@@ -132,13 +212,20 @@ def cmd_list(args: list[str]) -> int:
     return 0
 
 
+def cmd_runs(args: list[str]) -> int:
+    from .runs import cmd_runs as runs
+
+    return runs(args)
+
+
 def cmd_report(args: list[str]) -> int:
     from .report import main as report_main
 
     return report_main(args)
 
 
-COMMANDS = {"run": cmd_run, "validate": lambda a: cmd_run(a, dry=True), "list": cmd_list, "report": cmd_report}
+COMMANDS = {"run": cmd_run, "validate": lambda a: cmd_run(a, dry=True), "list": cmd_list, "runs": cmd_runs,
+            "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -149,7 +149,7 @@ def _cifar_files(root: Path, files: list[str], tv_cls, data_dir: Path, download:
         raise DataError(
             f"{folder} not found or partial under data_dir={data_dir}: searched {root}, missing "
             f"{', '.join(missing)}. Set data_dir (or NLBENCH_DATA_DIR) to the folder that contains "
-            f"{folder}/, or pass dataset.download=true")
+            f"{folder}/, or pass dataset.options.download=true")
 
 
 def _to_images(arr, path: Path) -> torch.Tensor:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .registry import ConfigError
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+from .hydra_setup import CONF_DIR  # noqa: E402
 EXPERIMENT_DIR = CONF_DIR / "experiment"
 SWEEPS_KEY = "sweeps"   # the union-of-grids key; removed from the composed config (never in a record)
 

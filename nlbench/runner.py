@@ -6,6 +6,7 @@ and writes the record. Nothing below this module reads a config object.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import json
@@ -22,6 +23,7 @@ import torch
 from . import store
 from .backbones import BACKBONES, build_backbone
 from .data import DATASETS, InMemoryData, balanced_subset, load_dataset
+from .hydra_setup import check_noise_name
 from .method import METHODS, Method
 from .registry import ConfigError, as_int, check_range
 from .trainer import TrainConfig, Trainer, check_headline, train_config_dict
@@ -50,6 +52,7 @@ class RunSpec:
     device: torch.device
     force: bool = False
     progress: bool = True
+    verbosity: str = "bar"      # quiet | epoch | bar
     interrupt_after: int | None = None
     diagnose_train: bool = False
     val_fraction: float = 0.0   # share of the noisy training set held out (stratified by noisy label)
@@ -180,11 +183,22 @@ def resolve_auto_rates(params: dict, noise: dict, *, dataset: str, num_classes: 
     return out
 
 
+VERBOSITY = ("quiet", "epoch", "bar")
+
+
+def check_verbosity(value) -> str:
+    if value not in VERBOSITY:
+        raise ConfigError(f"unknown verbosity {value!r}; valid choices: {', '.join(VERBOSITY)}")
+    return value
+
+
 def build_spec(cfg) -> RunSpec:
     """Turn a composed Hydra config into a validated :class:`RunSpec` (no data is read)."""
     import methods  # noqa: F401  (registers every method)
+    from .plugins import load_method_modules
 
     c = _plain(cfg)
+    load_method_modules(c.get("method_modules"))   # a researcher's own methods (and entry points)
     mcfg, dcfg, ncfg, bcfg = c["method"], c["dataset"], c["noise"], c["backbone"]
     method, dataset, scale = mcfg["name"], dcfg["name"], c["scale"]["name"]
     METHODS.get(method)
@@ -218,6 +232,7 @@ def build_spec(cfg) -> RunSpec:
     from .noise import NOISE
 
     NOISE.get(ncfg["kind"])
+    check_noise_name(ncfg)
     check_range(f"noise rate (noise={ncfg['name']})", ncfg["rate"], 0, 1, hi_open=True)
     noise = {"name": ncfg["name"], "kind": ncfg["kind"], "rate": float(ncfg["rate"]),
              "options": dict(ncfg.get("options") or {})}
@@ -234,7 +249,8 @@ def build_spec(cfg) -> RunSpec:
         train=train, seed=seed, scale=scale, data_dir=Path(str(c["data_dir"])).expanduser(),
         results_dir=Path(str(c["results_dir"])), checkpoint_dir=Path(str(c["checkpoint_dir"])),
         device=_device(str(c.get("device", "auto"))), force=bool(c.get("force", False)),
-        progress=bool(c.get("progress", True)), diagnose_train=bool(c.get("diagnose_train", False)),
+        progress=bool(c.get("progress", True)), verbosity=check_verbosity(c.get("verbosity", "bar")),
+        diagnose_train=bool(c.get("diagnose_train", False)),
         val_fraction=check_range("val_fraction", c.get("val_fraction") or 0.0, 0, 1, hi_open=True),
         interrupt_after=interrupt_after, headline=headline, resolved=c)
 
@@ -253,12 +269,36 @@ class Prepared:
     backbone_init: dict | str = "scratch"   # or what pretrained weights loaded where
 
 
+_DATA_CACHE: dict | None = None    # active only inside shared_data_cache()
+
+
+@contextlib.contextmanager
+def shared_data_cache():
+    """Within this block every dataset is loaded once (validating a sweep of 40 CIFAR members loads
+    CIFAR once); outside it, each run loads its own copy as before."""
+    global _DATA_CACHE
+    _DATA_CACHE = {}
+    try:
+        yield
+    finally:
+        _DATA_CACHE = None
+
+
+def _load_dataset(name: str, *, data_dir: Path, download: bool, **options):
+    if _DATA_CACHE is None:
+        return load_dataset(name, data_dir=data_dir, download=download, **options)
+    key = (name, str(data_dir), download, json.dumps(options, sort_keys=True, default=str))
+    if key not in _DATA_CACHE:
+        _DATA_CACHE[key] = load_dataset(name, data_dir=data_dir, download=download, **options)
+    return _DATA_CACHE[key]
+
+
 def prepare(spec: RunSpec) -> Prepared:
     """Load data, draw noise, build streams, networks and the method."""
     from .noise import NoiseContext, apply_noise
 
-    data = load_dataset(spec.dataset, data_dir=spec.data_dir, download=bool(spec.dataset_options.get("download")),
-                        **{k: v for k, v in spec.dataset_options.items() if k != "download"})
+    data = _load_dataset(spec.dataset, data_dir=spec.data_dir, download=bool(spec.dataset_options.get("download")),
+                         **{k: v for k, v in spec.dataset_options.items() if k != "download"})
     in_memory = isinstance(data, InMemoryData)
     if spec.subset_per_class:
         if not in_memory:
@@ -396,9 +436,40 @@ def final_metrics(history: list[dict], primary: str) -> dict:
     return out
 
 
+def check_writable(spec: RunSpec) -> None:
+    """results_dir and checkpoint_dir must be creatable and writable before any epoch is spent:
+    create them and write (then remove) a probe file; a failure is a ConfigError naming the folder."""
+    import tempfile
+
+    for key, folder in (("results_dir", spec.results_dir), ("checkpoint_dir", spec.checkpoint_dir)):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".nlbench-write-probe-"):
+                pass
+        except OSError as e:
+            raise ConfigError(f"{key}={str(folder)!r} is not writable ({e.strerror or type(e).__name__}"
+                              f"{': ' + e.filename if getattr(e, 'filename', None) else ''}); "
+                              f"set {key}=<a writable folder>") from None
+
+
+def prune_empty_dirs(folder: Path, stop: Path) -> None:
+    """Remove ``folder`` and its parents up to ``stop`` (included) while they are empty: a finished
+    run leaves no empty checkpoint folders behind. A folder another job is using is not empty."""
+    folder, stop = Path(folder), Path(stop)
+    while folder == stop or stop in folder.parents:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+        if folder == stop:
+            return
+        folder = folder.parent
+
+
 def execute(spec: RunSpec, *, log=None) -> dict:
     """Run (or skip) one experiment; returns the record (a finished one is written atomically)."""
-    log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+    quiet = spec.verbosity == "quiet"
+    log = log or (lambda s: None if quiet else print(s, file=sys.stderr, flush=True))
     path = spec.record_path
     if not spec.force and store.is_finished(path):
         rec = store.read_record(path)
@@ -407,11 +478,12 @@ def execute(spec: RunSpec, *, log=None) -> dict:
     t0 = time.time()
     git = _git()  # the code as it was when the run started
     prep = prepare(spec)
+    check_writable(spec)
     trainer = Trainer(prep.method, prep.stream, prep.test_sets, spec.train, device=spec.device,
                       data_seed=spec.seed, clean_labels=prep.clean,
                       checkpoint=spec.checkpoint_path,
-                      progress=spec.progress, interrupt_after=spec.interrupt_after, log=log,
-                      diagnose_train=spec.diagnose_train, headline=spec.headline)
+                      progress=spec.progress and spec.verbosity == "bar", interrupt_after=spec.interrupt_after,
+                      log=log, diagnose_train=spec.diagnose_train, headline=spec.headline, log_epochs=not quiet)
     res = trainer.fit()
     primary = next(iter(prep.test_sets)) + "_top1"
     if "val" in prep.test_sets and "test" in prep.test_sets:
@@ -422,7 +494,7 @@ def execute(spec: RunSpec, *, log=None) -> dict:
         "method": spec.method, "dataset": spec.dataset, "scale": spec.scale, "seed": spec.seed,
         "noise_seed": spec.noise_seed, "backbone": spec.backbone, "backbone_init": prep.backbone_init,
         "epochs": spec.train.epochs,
-        "config_hash": spec.config_hash,
+        "config_hash": spec.config_hash, "method_module": type(prep.method).__module__,
         "noise": {**prep.noise.to_record(), "options": spec.noise["options"]},
         "data": {"num_train": int(prep.stream.num_train), "classes": list(getattr(data, "classes", [])),
                  **{k: v for k, v in getattr(data, "meta", {}).items() if isinstance(v, (str, int, float, bool, type(None)))}},
@@ -437,6 +509,36 @@ def execute(spec: RunSpec, *, log=None) -> dict:
     }
     if res.status == "interrupted":
         return {**record, "_path": None}
+    record = store.ordered(record)
     store.atomic_write_json(path, record)
     trainer.discard_checkpoint()
+    prune_empty_dirs(spec.checkpoint_path.parent, spec.checkpoint_dir)
+    return {**record, "_path": str(path)}
+
+
+def write_failure(spec: RunSpec, exc: BaseException, tb: str = "") -> dict:
+    """Record a run that raised while it ran: status ``failed`` with the exception as its message.
+
+    ``failed`` is not final, so the next run of the same config retries it (resuming from the kept
+    checkpoint). A finished record already at the path (a forced rerun that crashed) is left as it is.
+    """
+    path = spec.record_path
+    record = store.ordered({
+        "schema_version": store.SCHEMA_VERSION, "status": "failed",
+        "message": f"{type(exc).__name__}: {exc}".strip(), "method": spec.method, "dataset": spec.dataset,
+        "scale": spec.scale, "seed": spec.seed, "noise_seed": spec.noise_seed, "final": {},
+        "noise": {"name": spec.noise["name"], "kind": spec.noise["kind"], "nominal_rate": spec.noise["rate"],
+                  "options": spec.noise["options"]},
+        "backbone": spec.backbone, "epochs": spec.train.epochs, "config_hash": spec.config_hash,
+        "traceback": tb.splitlines()[-30:], "effective": {**spec.semantic(), "train": train_config_dict(spec.train)},
+        "git": _git(), "versions": _versions(spec.device), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "config": spec.resolved, "history": [],
+    })
+    if store.is_finished(path):
+        return {**record, "_path": None}
+    try:
+        store.atomic_write_json(path, record)
+    except OSError as e:  # the failure may be the disk itself: still report it, never mask it
+        print(f"could not write the failed record {path}: {e}", file=sys.stderr)
+        return {**record, "_path": None}
     return {**record, "_path": str(path)}

@@ -2,11 +2,17 @@
 
 Path: ``<results_dir>/<dataset>/<noise>/<method>/seed<k>-<confighash>.json``. A record is written
 with a temp file + ``os.replace`` so a crash never leaves a half-written record; a record whose
-status is final (``completed`` or ``diverged``) makes the run skipped unless forced.
+status is final (``completed`` or ``diverged``) makes the run skipped unless forced; a ``failed``
+record (a crash while training, with its message) is not final, so a rerun retries it.
+
+Records are strict JSON: a non-finite float (a diverged loss) is written as ``null``, never as a bare
+``NaN``. The summary comes first in the file (status, method, dataset, scale, seed, final metrics,
+noise), the bulky parts last (effective and resolved config, per-epoch history).
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import warnings
@@ -14,6 +20,10 @@ from pathlib import Path
 
 SCHEMA_VERSION = 1
 FINAL_STATUSES = ("completed", "diverged")
+#: the order of a record's top-level keys: the summary a reader looks for first, the bulk last
+HEAD_KEYS = ("schema_version", "status", "message", "method", "dataset", "scale", "seed", "noise_seed",
+             "final", "noise")
+TAIL_KEYS = ("effective", "config", "history")
 
 
 def record_path(results_dir: str | Path, *, dataset: str, noise: str, method: str, seed: int,
@@ -21,13 +31,38 @@ def record_path(results_dir: str | Path, *, dataset: str, noise: str, method: st
     return Path(results_dir) / dataset / noise / method / f"seed{seed}-{config_hash}.json"
 
 
+def sanitize(obj):
+    """``obj`` as strict JSON: non-finite floats -> None (recursively), numpy scalars -> Python
+    numbers, tuples -> lists. Other types are left for ``json.dump`` to accept or reject."""
+    if isinstance(obj, dict):
+        return {k: sanitize(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [sanitize(v) for v in obj]
+    if isinstance(obj, bool) or obj is None:
+        return obj
+    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "shape", None) == ():
+        obj = obj.item()                      # numpy / torch scalars
+    if isinstance(obj, float):
+        return float(obj) if math.isfinite(obj) else None
+    return obj
+
+
+def ordered(record: dict) -> dict:
+    """``record`` with its keys in reading order: HEAD_KEYS, everything else, TAIL_KEYS."""
+    head = [k for k in HEAD_KEYS if k in record]
+    tail = [k for k in TAIL_KEYS if k in record]
+    mid = [k for k in record if k not in head and k not in tail]
+    return {k: record[k] for k in head + mid + tail}
+
+
 def atomic_write_json(path: str | Path, obj) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    obj = sanitize(obj)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, sort_keys=False, allow_nan=True)
+            json.dump(obj, f, indent=1, sort_keys=False, allow_nan=False)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -50,13 +85,69 @@ def is_finished(path: str | Path) -> bool:
     return rec is not None and rec.get("status") in FINAL_STATUSES
 
 
+def flatten(d: dict, prefix: str) -> dict:
+    """``{"a": {"b": 1}, "c": [1, 2]}`` -> ``{"<prefix>.a.b": 1, "<prefix>.c": (1, 2)}``; lists become
+    tuples so that every column can be grouped on."""
+    out = {}
+    for k, v in (d or {}).items():
+        key = f"{prefix}.{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key))
+        elif isinstance(v, dict):
+            out[key] = None
+        elif isinstance(v, list):
+            out[key] = tuple(tuple(x) if isinstance(x, list) else x for x in v)
+        else:
+            out[key] = v
+    return out
+
+
+def record_row(rec: dict, path: str | Path) -> dict:
+    """One record as one flat table row (see :func:`load_records` for the columns)."""
+    fin = rec.get("final", {}) or {}
+    noise = rec.get("noise", {}) or {}
+    eff = rec.get("effective", {}) or {}
+    git = rec.get("git") or {}
+    wall = rec.get("wall_s")
+    row = {
+        "method": rec.get("method"), "dataset": rec.get("dataset"), "noise": noise.get("name"),
+        "noise_kind": noise.get("kind"), "nominal_rate": noise.get("nominal_rate"),
+        "actual_rate": noise.get("actual_rate"), "seed": rec.get("seed"),
+        "noise_seed": rec.get("noise_seed"), "scale": rec.get("scale"),
+        "backbone": rec.get("backbone"), "epochs": rec.get("epochs"), "status": rec.get("status"),
+        "message": rec.get("message") or None,
+        "acc_last": fin.get("acc_last"), "acc_best": fin.get("acc_best"),
+        "acc_last10": fin.get("acc_last10"), "top5_last": fin.get("top5_last"),
+        "epochs_done": len(rec.get("history") or []),
+        "wall_s": wall, "minutes": None if wall is None else wall / 60, "config_hash": rec.get("config_hash"),
+        "git_commit": git.get("commit"), "git_dirty": git.get("dirty"), "finished_at": rec.get("finished_at"),
+        "path": str(path),
+    }
+    row.update(flatten(eff.get("method_params") or {}, "method"))
+    row.update(flatten(eff.get("train") or {}, "train"))
+    row.update(flatten(eff.get("backbone_options") or {}, "backbone"))
+    row.update(flatten(eff.get("dataset_options") or {}, "dataset"))
+    row.update(flatten(eff.get("augment") or {}, "augment"))
+    row.update(flatten(noise.get("options") or {}, "noise"))
+    if "subset_per_class" in eff:
+        row["subset_per_class"] = eff["subset_per_class"]
+    data = {k: v for k, v in (rec.get("data") or {}).items() if not isinstance(v, (list, dict))}
+    row.update(flatten(data, "data"))
+    return row
+
+
 def load_records(results_dir: str | Path = "results", *, with_history: bool = False):
-    """All records under ``results_dir`` as a DataFrame, one row per run.
+    """All records under ``results_dir`` as a DataFrame, one row per run, ready for ``groupby``.
 
     Columns: method, dataset, noise, noise_kind, nominal_rate, actual_rate, seed, noise_seed, scale,
-    backbone, epochs, status, acc_last, acc_best, acc_last10, top5_last, wall_s, config_hash, git_commit,
-    path (and ``history``, a list of per-epoch dicts, when ``with_history``). Unreadable files are
-    skipped with a warning, never silently.
+    backbone, epochs, status, message, acc_last, acc_best, acc_last10, top5_last, epochs_done, wall_s,
+    minutes, config_hash, git_commit, git_dirty, finished_at, path; then every resolved setting as a
+    dotted column: ``method.<param>`` (nested ones as ``method.base_params.q``), ``train.<key>``
+    (``train.lr``, ``train.epochs``, ... lists as tuples), ``backbone.<option>``, ``dataset.<option>``,
+    ``augment.<key>``, ``noise.<option>``, subset_per_class, and the data provenance ``data.<key>``
+    (``data.num_train``, ``data.md5_ok``, ``data.subset_hash``, ``data.source``, ...). A column a
+    record does not have is NaN/None in its row. ``history`` (a list of per-epoch dicts) is added when
+    ``with_history``. Unreadable files are skipped with a warning, never silently.
     """
     import pandas as pd
 
@@ -66,19 +157,7 @@ def load_records(results_dir: str | Path = "results", *, with_history: bool = Fa
         if rec is None or "schema_version" not in rec:
             warnings.warn(f"skipping unreadable or foreign record {p}")
             continue
-        fin = rec.get("final", {}) or {}
-        noise = rec.get("noise", {}) or {}
-        row = {
-            "method": rec.get("method"), "dataset": rec.get("dataset"), "noise": noise.get("name"),
-            "noise_kind": noise.get("kind"), "nominal_rate": noise.get("nominal_rate"),
-            "actual_rate": noise.get("actual_rate"), "seed": rec.get("seed"),
-            "noise_seed": rec.get("noise_seed"), "scale": rec.get("scale"),
-            "backbone": rec.get("backbone"), "epochs": rec.get("epochs"), "status": rec.get("status"),
-            "acc_last": fin.get("acc_last"), "acc_best": fin.get("acc_best"),
-            "acc_last10": fin.get("acc_last10"), "top5_last": fin.get("top5_last"),
-            "wall_s": rec.get("wall_s"), "config_hash": rec.get("config_hash"),
-            "git_commit": (rec.get("git") or {}).get("commit"), "path": str(p),
-        }
+        row = record_row(rec, p)
         if with_history:
             row["history"] = rec.get("history", [])
         rows.append(row)

@@ -147,7 +147,7 @@ class Trainer:
                  device: torch.device, data_seed: int, clean_labels: torch.Tensor | None = None,
                  checkpoint: Path | None = None, progress: bool = True,
                  interrupt_after: int | None = None, log: Callable[[str], None] | None = None,
-                 diagnose_train: bool = False, headline: str = "ensemble") -> None:
+                 diagnose_train: bool = False, headline: str = "ensemble", log_epochs: bool = True) -> None:
         self.method = method.to(device)
         self.headline = check_headline(headline, method.num_networks)
         self.stream = stream
@@ -161,6 +161,7 @@ class Trainer:
         self.interrupt_after = interrupt_after   # for tests: stop as if killed after this many epochs
         self.diagnose_train = diagnose_train     # extra eval pass per epoch: fit of clean vs mislabeled samples
         self.log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+        self.log_epochs = log_epochs             # False (verbosity=quiet): no line per epoch
         cuda = device.type == "cuda"
         if cuda:  # fixed input shapes: let cuDNN pick the fastest convolution algorithms once
             torch.backends.cudnn.benchmark = True
@@ -208,9 +209,15 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         }
-        self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.checkpoint.with_suffix(".tmp")
-        torch.save(state, tmp)
+        for attempt in range(3):  # a parallel job may prune the (empty) folder between mkdir and save
+            try:
+                self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+                torch.save(state, tmp)
+                break
+            except (FileNotFoundError, RuntimeError):  # torch says RuntimeError("Parent directory ...")
+                if attempt == 2 or self.checkpoint.parent.is_dir():
+                    raise
         os.replace(tmp, self.checkpoint)
 
     def _load(self) -> tuple[int, list[dict], float]:
@@ -352,8 +359,9 @@ class Trainer:
             history.append(row)
             wall += row["seconds"]
             main = next((k for k in row if k.endswith("_top1")), None)
-            self.log(f"epoch {epoch + 1}/{cfg.epochs} loss {logs.get('loss', float('nan')):.4f} "
-                     + (f"{main} {row[main]:.2f}% " if main else "") + f"lr {lr:.4g} ({row['seconds']:.1f}s)")
+            if self.log_epochs:
+                self.log(f"epoch {epoch + 1}/{cfg.epochs} loss {logs.get('loss', float('nan')):.4f} "
+                         + (f"{main} {row[main]:.2f}% " if main else "") + f"lr {lr:.4g} ({row['seconds']:.1f}s)")
             last = epoch + 1 == cfg.epochs
             if not last and (epoch + 1) % cfg.checkpoint_every == 0:
                 self._save(epoch + 1, history, wall)

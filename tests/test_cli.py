@@ -92,17 +92,17 @@ def test_multirun_writes_one_record_per_seed(tmp_results, cli):
 def test_diverging_run_is_recorded_as_diverged(tmp_results, cli):
     # lr 1e6 with SGD on the digits MLP: the loss is NaN within the first epoch
     r = cli(["run", *SMOKE, "train.lr=1e6"], tmp_results)
-    assert r.rc == 0, r.err
+    assert r.rc == 3, r.err             # a diverged run has its own exit code
     (path,) = tmp_results.records()
     rec = read_json(path)
     assert rec["status"] == "diverged"
     assert "non-finite" in rec["message"]
-    assert rec["history"][-1]["loss"] != rec["history"][-1]["loss"]   # NaN
+    assert rec["history"][-1]["loss"] is None   # NaN, written as null
     assert r.out.startswith("diverged:") and str(path) in r.out
     assert not tmp_results.checkpoint_files()
     # a diverged run is final: rerunning skips it
     again = cli(["run", *SMOKE, "train.lr=1e6"], tmp_results)
-    assert again.rc == 0 and "skipping" in again.err
+    assert again.rc == 3 and "skipping" in again.err
 
 
 # ------------------------------------------------------------------------------------ bad input
@@ -130,7 +130,9 @@ BAD = {
     "method_param": (["+method.params.bogus=1"], ["'bogus'", "valid parameters"]),
     "method_param_noplus": (["method.params.bogus=1"], ["'bogus'", "valid parameters"]),
     "empty_data_dir": (["dataset=cifar10", "data_dir={tmp}/empty"],
-                       ["cifar-10-batches-py", "{tmp}/empty/cifar-10-batches-py", "data_batch_1", "NLBENCH_DATA_DIR"]),
+                       ["cifar-10-batches-py", "{tmp}/empty/cifar-10-batches-py", "data_batch_1", "NLBENCH_DATA_DIR",
+                        "dataset.options.download=true"]),
+    "verbosity": (["verbosity=loud"], ["'loud'", "valid choices", "quiet", "epoch", "bar"]),
     "partial_data_dir": (["dataset=cifar10", "data_dir={tmp}/partial"],
                          ["{tmp}/partial/cifar-10-batches-py", "missing", "data_batch_3", "test_batch"]),
     "corrupt_file": (["dataset=cifar10", "data_dir={tmp}/corrupt"],

@@ -1,0 +1,129 @@
+"""``python -m nlbench runs [key=value ...] [--columns a,b,c] [--csv]``: the records as a table.
+
+Reads every record under ``results_dir`` (``results_dir=PATH``, else ``$NLBENCH_RESULTS_DIR``, else
+``results``) through :func:`nlbench.store.load_records` and prints one row per run.
+
+- ``key=value`` keeps the rows whose column ``key`` equals ``value`` (numbers compare as numbers,
+  ``a,b`` means either): ``method=gss_sb train.lr=0.02 status=failed``.
+- ``--columns a,b,c`` chooses the columns; the default is a short summary (method, dataset, noise,
+  scale, seed, status, acc_last, acc_best, minutes) plus every setting column whose value differs
+  between the rows shown, so a sweep shows the values it swept. ``--columns all`` prints every column.
+- ``--csv`` prints CSV instead of an aligned table.
+
+An unknown column (in a filter or in ``--columns``) is an error that lists the valid columns.
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+
+from .registry import ConfigError
+
+SUMMARY = ["method", "dataset", "noise", "scale", "seed", "status", "acc_last", "acc_best", "minutes"]
+#: prefixes of the setting columns that are shown by default when they vary between rows
+SETTING_PREFIXES = ("method.", "train.", "backbone.", "dataset.", "augment.", "noise.")
+
+
+def _matches(cell, wanted: str) -> bool:
+    if cell is None or (isinstance(cell, float) and math.isnan(cell)):
+        return wanted.lower() in ("none", "null", "nan", "")
+    if isinstance(cell, bool):
+        return wanted.lower() == str(cell).lower()
+    if isinstance(cell, (int, float)):
+        try:
+            return float(wanted) == float(cell)
+        except ValueError:
+            return False
+    if isinstance(cell, tuple):
+        return wanted.strip("[]()").replace(" ", "") == ",".join(str(x) for x in cell)
+    return str(cell) == wanted
+
+
+def filter_rows(df, filters: dict[str, str]):
+    """Rows of ``df`` whose column ``k`` matches ``v`` for every filter (``v`` may be ``a,b``: either)."""
+    for key, val in filters.items():
+        if key not in df.columns:
+            raise ConfigError(f"unknown column {key!r}; valid columns: {', '.join(df.columns)}")
+        wanted = val.split(",") if not val.startswith(("[", "(")) else [val]
+        df = df[[any(_matches(c, w) for w in wanted) for c in df[key]]]
+    return df
+
+
+def default_columns(df) -> list[str]:
+    varying = [c for c in df.columns if c.startswith(SETTING_PREFIXES)
+               and df[c].astype(str).nunique(dropna=False) > 1]
+    cols = [c for c in SUMMARY if c in df.columns] + varying
+    if "message" in df.columns and df["message"].notna().any():
+        cols.append("message")
+    return cols
+
+
+def _fmt(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}" if abs(v) < 1e4 else f"{v:.0f}"
+    return str(v)
+
+
+def format_table(df, columns: list[str]) -> str:
+    cells = [[_fmt(v) for v in row] for row in df[columns].itertuples(index=False)]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def cmd_runs(args: list[str]) -> int:
+    import warnings
+
+    from .store import load_records
+
+    if any(a in ("-h", "--help") for a in args):
+        print(__doc__)
+        return 0
+    results_dir = os.environ.get("NLBENCH_RESULTS_DIR", "results")
+    columns, as_csv, filters = None, False, {}
+    it = iter(args)
+    for a in it:
+        if a == "--csv":
+            as_csv = True
+        elif a == "--columns" or a.startswith("--columns="):
+            spec = a.partition("=")[2] if "=" in a else next(it, "")
+            columns = [c.strip() for c in spec.split(",") if c.strip()]
+            if not columns:
+                raise ConfigError("--columns needs a comma-separated list of columns (or 'all')")
+        elif "=" in a and not a.startswith("-"):
+            k, _, v = a.partition("=")
+            if k == "results_dir":
+                results_dir = v
+            else:
+                filters[k] = v
+        else:
+            raise ConfigError(f"unknown argument {a!r} for runs; valid: key=value filters, results_dir=PATH, "
+                              "--columns a,b,c, --csv")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        df = load_records(results_dir)
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    if df.empty:
+        print(f"no records under {results_dir}", file=sys.stderr)
+        return 0
+    df = filter_rows(df, filters)
+    if columns == ["all"]:
+        columns = list(df.columns)
+    elif columns is None:
+        columns = default_columns(df)
+    else:
+        bad = [c for c in columns if c not in df.columns]
+        if bad:
+            raise ConfigError(f"unknown column(s) {', '.join(map(repr, bad))}; valid columns: {', '.join(df.columns)}")
+    df = df.sort_values([c for c in ("dataset", "noise", "method", "seed") if c in df.columns], kind="stable")
+    if as_csv:
+        print(df[columns].to_csv(index=False), end="")
+    else:
+        print(format_table(df, columns))
+    print(f"{len(df)} run(s) under {results_dir}", file=sys.stderr)
+    return 0
