@@ -26,8 +26,15 @@ def override_key(o: str) -> str:
     return o.lstrip("+~").partition("=")[0]
 
 
-def experiment_names() -> list[str]:
-    return sorted(p.stem for p in EXPERIMENT_DIR.glob("*.yaml"))
+def _experiment_dirs(overrides: list[str] = ()) -> list[Path]:
+    """conf/experiment/ and the experiment/ folder of every extra config folder (method_conf_dirs)."""
+    from .plugins import conf_dirs
+
+    return [EXPERIMENT_DIR, *(d / "experiment" for d in conf_dirs(overrides))]
+
+
+def experiment_names(overrides: list[str] = ()) -> list[str]:
+    return sorted({p.stem for d in _experiment_dirs(overrides) for p in d.glob("*.yaml")})
 
 
 def _sweep_str(v) -> str:
@@ -38,13 +45,13 @@ def _sweep_str(v) -> str:
     return str(v)
 
 
-def load_grids(name: str) -> list[dict[str, str]]:
+def load_grids(name: str, overrides: list[str] = ()) -> list[dict[str, str]]:
     """The grids of experiment ``name``: a list of {override key: sweep string}; [] if it sweeps nothing."""
     from omegaconf import OmegaConf
 
-    path = EXPERIMENT_DIR / f"{name}.yaml"
-    if not path.is_file():
-        raise ConfigError(f"unknown experiment {name!r}; valid choices: {', '.join(experiment_names())}")
+    path = next((d / f"{name}.yaml" for d in _experiment_dirs(overrides) if (d / f"{name}.yaml").is_file()), None)
+    if path is None:
+        raise ConfigError(f"unknown experiment {name!r}; valid choices: {', '.join(experiment_names(overrides))}")
     cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
     grids = []
     params = ((cfg.get("hydra") or {}).get("sweeper") or {}).get("params")
@@ -65,7 +72,7 @@ def with_grids(overrides: list[str]) -> tuple[list[list[str]], bool]:
     grids: list[dict[str, str]] = [{}]
     swept = False
     for name in experiments_in(overrides):
-        g = load_grids(name)
+        g = load_grids(name, overrides)
         if g:
             swept = True
             grids = [{**a, **b} for a in grids for b in g]

@@ -391,9 +391,18 @@ def test_configs_exist():
 @pytest.mark.parametrize("path", CONF, ids=[p.stem for p in CONF])
 def test_config_loads(path):
     from omegaconf import OmegaConf
-    cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+
+    from nlbench.hydra_setup import RATE_FAMILIES, register_resolvers
+
+    register_resolvers()
+    raw = OmegaConf.load(path)
     assert path.read_text().startswith("# ")
-    assert set(cfg) == {"name", "kind", "rate", "options"}
+    if OmegaConf.is_missing(raw, "rate"):     # a rate family (noise=sym noise.rate=r): no preset rate
+        assert path.stem in RATE_FAMILIES and raw.prefix == path.stem and raw.kind == RATE_FAMILIES[path.stem]
+        return
+    cfg = OmegaConf.to_container(raw, resolve=True)
+    assert {"name", "kind", "rate", "options"} <= set(cfg) <= {"name", "kind", "rate", "options", "prefix",
+                                                               "expected_rate"}
     assert cfg["name"] == path.stem
     assert cfg["kind"] in NOISE
     assert isinstance(cfg["rate"], float) and 0 <= cfg["rate"] < 1
