@@ -20,10 +20,8 @@ import torch.nn.functional as F
 
 from nlbench.losses import build_loss
 from nlbench.method import METHODS, Batch, Context, Method, StepOutput
-from nlbench.registry import ConfigError, check_range
 
-from .gss_pool import PRED_WEIGHTS, DirectionPool
-from .gss_sb import STATS
+from .gss_pool import DirectionPool, check_gss_options
 
 
 @METHODS.register("gss_db")
@@ -34,13 +32,8 @@ class GSSDoubleBranch(Method):
                  base_params: dict | None = None, init: str = "onehot", init_mass: float = 1.0,
                  stats: str = "infer", pred_weight: str = "noisy", **base) -> None:
         super().__init__(**base)
-        self.lambda1 = check_range("gss lambda1", lambda1, 0, None)
-        self.lambda2 = check_range("gss lambda2", lambda2, 0, None)
-        if stats not in STATS:
-            raise ConfigError(f"unknown gss stats {stats!r}; valid choices: {', '.join(STATS)}")
-        if pred_weight not in PRED_WEIGHTS:
-            raise ConfigError(f"unknown gss pred_weight {pred_weight!r}; valid choices: {', '.join(PRED_WEIGHTS)}")
-        self.stats, self.pred_weight = stats, pred_weight
+        self.lambda1, self.lambda2, self.stats, self.pred_weight = check_gss_options(
+            lambda1=lambda1, lambda2=lambda2, stats=stats, pred_weight=pred_weight)
         self.base_loss = build_loss(base_loss, **(base_params or {}))
         self.pools = nn.ModuleList(DirectionPool(self.noisy_labels, self.num_classes, init=init, init_mass=init_mass)
                                    for _ in range(2))

@@ -29,6 +29,17 @@ from nlbench.registry import ConfigError, check_range
 
 INITS = ("onehot", "zeros")
 PRED_WEIGHTS = ("noisy", "pred")
+STATS = ("infer", "train")      # where p_noisy and pred come from: an inference pass, or the training forward
+
+
+def check_gss_options(*, lambda1: float, lambda2: float, stats: str, pred_weight: str) -> tuple[float, float, str, str]:
+    """Validate the options GSS-SB and GSS-DB share; returns (lambda1, lambda2, stats, pred_weight)."""
+    l1, l2 = check_range("gss lambda1", lambda1, 0, None), check_range("gss lambda2", lambda2, 0, None)
+    if stats not in STATS:
+        raise ConfigError(f"unknown gss stats {stats!r}; valid choices: {', '.join(STATS)}")
+    if pred_weight not in PRED_WEIGHTS:
+        raise ConfigError(f"unknown gss pred_weight {pred_weight!r}; valid choices: {', '.join(PRED_WEIGHTS)}")
+    return l1, l2, stats, pred_weight
 
 
 class DirectionPool(nn.Module):
