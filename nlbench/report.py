@@ -182,10 +182,15 @@ def config_matches(effective: dict, expected: dict) -> bool:
     default, does not orphan older records; any key that differs does)."""
     if not isinstance(effective, dict) or not effective:
         return False
-    fe, fx = flatten(effective), flatten(expected)
+    # keys a record holds only when they differ from their default (runner.RunSpec.semantic): compare
+    # them with the default filled in, so a run with a noisy validation split never fills a paper cell
+    fe, fx = {**OPTIONAL_DEFAULTS, **flatten(effective)}, {**OPTIONAL_DEFAULTS, **flatten(expected)}
     common = fe.keys() & fx.keys()
     return bool(common) and all(fe[k] == fx[k] for k in common)
 
+
+#: semantic config keys that appear only when set (their default otherwise)
+OPTIONAL_DEFAULTS = {"val_fraction": 0.0}
 
 _SEMANTIC: dict[tuple, dict | str] = {}
 

@@ -235,3 +235,13 @@ def test_paper_numbers_ship_with_the_package():
     assert vals[("table3", "cifar10", "gss_ssl", ("sym", 0.4))] == (94.20, 0.11)
     assert vals[("table4", "webvision", "dividemix", ("ilsvrc12_top5",))] == (90.76, None)
     assert sum(k[0] == "table3" for k in vals) == 98 and sum(k[0] == "table4" for k in vals) == 35
+
+
+def test_a_run_with_a_noisy_val_split_never_fills_a_paper_cell():
+    """val_fraction enters a record's config only when set: it must still tell the run apart."""
+    from nlbench.report import config_matches as config_agrees
+
+    expected = {"method": "ce", "seed": 0, "train": {"lr": 0.05}}
+    assert config_agrees({"method": "ce", "seed": 0, "train": {"lr": 0.05}}, expected)
+    assert not config_agrees({"method": "ce", "seed": 0, "train": {"lr": 0.05}, "val_fraction": 0.1}, expected)
+    assert config_agrees({"method": "ce", "seed": 0, "train": {"lr": 0.05}, "val_fraction": 0.0}, expected)
