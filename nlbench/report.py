@@ -35,6 +35,7 @@ from importlib import resources
 from pathlib import Path
 
 from . import store
+from .store import flatten
 from .experiments import as_dict, expand, experiment_names
 from .registry import ConfigError
 
@@ -166,17 +167,6 @@ def load_runs(results_dir: str | Path) -> tuple[list[Run], list[tuple[str, str]]
 
 
 # --------------------------------------------------------------------------- expected configs
-def flatten(d, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
 def config_matches(effective: dict, expected: dict) -> bool:
     """True when the two configs agree on every key both have (a key added to the code later, with its
     default, does not orphan older records; any key that differs does)."""

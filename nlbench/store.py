@@ -85,12 +85,12 @@ def is_finished(path: str | Path) -> bool:
     return rec is not None and rec.get("status") in FINAL_STATUSES
 
 
-def flatten(d: dict, prefix: str) -> dict:
-    """``{"a": {"b": 1}, "c": [1, 2]}`` -> ``{"<prefix>.a.b": 1, "<prefix>.c": (1, 2)}``; lists become
-    tuples so that every column can be grouped on."""
+def flatten(d: dict, prefix: str = "") -> dict:
+    """``{"a": {"b": 1}, "c": [1, 2]}`` -> ``{"<prefix>.a.b": 1, "<prefix>.c": (1, 2)}`` (no leading dot
+    without a prefix); lists become tuples so that every column can be grouped on, an empty mapping None."""
     out = {}
     for k, v in (d or {}).items():
-        key = f"{prefix}.{k}"
+        key = f"{prefix}.{k}" if prefix else str(k)
         if isinstance(v, dict) and v:
             out.update(flatten(v, key))
         elif isinstance(v, dict):
