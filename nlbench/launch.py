@@ -18,6 +18,7 @@ Launcher logs (Hydra's ``.hydra/`` folders, submitit's pickles and Slurm ``.out`
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 
 import hydra
@@ -29,6 +30,21 @@ from .registry import ConfigError
 def gpu_for_job(job_num: int, num_gpus: int) -> int | None:
     """The GPU index of job ``job_num`` (round robin), or None when there are fewer than 2 GPUs."""
     return None if num_gpus < 2 else int(job_num) % int(num_gpus)
+
+
+def threads_per_job(n_jobs, cores: int) -> int | None:
+    """CPU threads for each of ``n_jobs`` concurrent CPU runs on ``cores`` cores: ``cores // n_jobs`` (at
+    least 1), so that the workers do not oversubscribe the cores (torch's default is every core in every
+    worker). None when the launcher runs one job at a time or does not say (``n_jobs`` absent); joblib's
+    ``n_jobs=-1`` means one job per core."""
+    if n_jobs is None:
+        return None
+    n = int(n_jobs)
+    if n < 0:   # joblib: -1 = every core, -2 = all but one, ...
+        n = max(cores + 1 + n, 1)
+    if n <= 1:
+        return None
+    return max(cores // n, 1)
 
 
 def job(cfg) -> dict:
@@ -46,6 +62,10 @@ def job(cfg) -> dict:
     gpu = gpu_for_job(num, torch.cuda.device_count()) if str(cfg.get("device", "auto")) == "auto" else None
     if gpu is not None:
         spec = dataclasses.replace(spec, device=torch.device("cuda", gpu))
+    if spec.threads is None and spec.device.type == "cpu":
+        threads = threads_per_job(HydraConfig.get().launcher.get("n_jobs"), os.cpu_count() or 1)
+        if threads is not None:
+            spec = dataclasses.replace(spec, threads=threads)
     rec = run_member(spec, bad_input_raises=False)
     print(f"[job {num}] {result_line(spec, rec)}", flush=True)
     return {"status": rec.get("status"), "path": rec.get("_path")}

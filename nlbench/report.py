@@ -174,13 +174,22 @@ def config_matches(effective: dict, expected: dict) -> bool:
         return False
     # keys a record holds only when they differ from their default (runner.RunSpec.semantic): compare
     # them with the default filled in, so a run with a noisy validation split never fills a paper cell
-    fe, fx = {**OPTIONAL_DEFAULTS, **flatten(effective)}, {**OPTIONAL_DEFAULTS, **flatten(expected)}
+    fe, fx = comparable(effective), comparable(expected)
     common = fe.keys() & fx.keys()
     return bool(common) and all(fe[k] == fx[k] for k in common)
 
 
 #: semantic config keys that appear only when set (their default otherwise)
 OPTIONAL_DEFAULTS = {"val_fraction": 0.0}
+#: train keys that set how fast a run goes, not what it computes (batching of inference, loader workers,
+#: checkpoint frequency): runs that differ only in them share a cell. The record keeps their values.
+PERFORMANCE_KEYS = frozenset({"train.infer_batch_size", "train.num_workers", "train.checkpoint_every"})
+
+
+def comparable(config: dict) -> dict:
+    """The flattened config the report compares: optional keys filled in, performance keys left out."""
+    flat = {**OPTIONAL_DEFAULTS, **flatten(config)}
+    return {k: v for k, v in flat.items() if k not in PERFORMANCE_KEYS}
 
 _SEMANTIC: dict[tuple, dict | str] = {}
 
@@ -207,7 +216,7 @@ def config_diff(run: Run) -> tuple[str, ...]:
                             f"scale={run.scale}"])
     if isinstance(base, str):
         return ()
-    fe, fb = flatten(run.effective), flatten(base)
+    fe, fb = comparable(run.effective), comparable(base)
     out = []
     for k in sorted(fe.keys() & fb.keys()):
         if k != "seed" and fe[k] != fb[k]:

@@ -57,6 +57,7 @@ class RunSpec:
     diagnose_train: bool = False
     val_fraction: float = 0.0   # share of the noisy training set held out (stratified by noisy label)
     headline: str = "ensemble"  # what test_top1 means for several networks (method yaml `headline`)
+    threads: int | None = None  # torch CPU threads (None: torch's default); not part of the experiment
     resolved: dict = field(default_factory=dict)
 
     def semantic(self) -> dict:
@@ -252,7 +253,17 @@ def build_spec(cfg) -> RunSpec:
         progress=bool(c.get("progress", True)), verbosity=check_verbosity(c.get("verbosity", "bar")),
         diagnose_train=bool(c.get("diagnose_train", False)),
         val_fraction=check_range("val_fraction", c.get("val_fraction") or 0.0, 0, 1, hi_open=True),
-        interrupt_after=interrupt_after, headline=headline, resolved=c)
+        interrupt_after=interrupt_after, headline=headline, threads=check_threads(c.get("threads")), resolved=c)
+
+
+def check_threads(value) -> int | None:
+    """``threads``: null (torch's default) or a positive number of CPU threads for torch."""
+    if value is None:
+        return None
+    n = as_int("threads", value)
+    if n < 1:
+        raise ConfigError(f"threads={value!r} must be a positive number of CPU threads, or null for torch's default")
+    return n
 
 
 # ---------------------------------------------------------------------------------------------
@@ -476,6 +487,8 @@ def execute(spec: RunSpec, *, log=None) -> dict:
         log(f"skipping: finished record exists at {path} (pass force=true to rerun)")
         return {**rec, "_skipped": True, "_path": str(path)}
     t0 = time.time()
+    if spec.threads:   # before any tensor work; the record's versions.torch_threads shows it
+        torch.set_num_threads(spec.threads)
     git = _git()  # the code as it was when the run started
     prep = prepare(spec)
     check_writable(spec)
