@@ -486,9 +486,17 @@ def execute(spec: RunSpec, *, log=None) -> dict:
         rec = store.read_record(path)
         log(f"skipping: finished record exists at {path} (pass force=true to rerun)")
         return {**rec, "_skipped": True, "_path": str(path)}
-    t0 = time.time()
+    threads = torch.get_num_threads()
     if spec.threads:   # before any tensor work; the record's versions.torch_threads shows it
         torch.set_num_threads(spec.threads)
+    try:
+        return _execute(spec, log, path)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _execute(spec: RunSpec, log, path: Path) -> dict:
+    t0, quiet = time.time(), spec.verbosity == "quiet"
     git = _git()  # the code as it was when the run started
     prep = prepare(spec)
     check_writable(spec)

@@ -46,9 +46,10 @@ def write_record(results: Path, *, method: str, dataset: str, noise: str, seed: 
                  scale: str = "cpu", acc_best: float | None = None, status: str = "completed",
                  params: dict | None = None, md5_ok: bool | None = False, commit: str = COMMIT,
                  dirty: bool = False, diag: set[str] = frozenset(), device: str = "x86_64",
-                 noise_seed: int = 0, subdir: str | None = None) -> Path:
+                 noise_seed: int = 0, subdir: str | None = None, extra: tuple[str, ...] = ()) -> Path:
     overrides = [f"method={method}", f"dataset={dataset}", f"noise={noise}", f"seed={seed}", f"scale={scale}",
-                 f"noise_seed={noise_seed}", f"results_dir={results}", "checkpoint_dir=/nonexistent", "device=cpu"]
+                 f"noise_seed={noise_seed}", f"results_dir={results}", "checkpoint_dir=/nonexistent", "device=cpu",
+                 *extra]
     overrides += [f"method.params.{k}={v}" for k, v in (params or {}).items()]
     spec = build_spec(compose(overrides))
     if dataset == "clothing1m":

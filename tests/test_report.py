@@ -245,3 +245,17 @@ def test_a_run_with_a_noisy_val_split_never_fills_a_paper_cell():
     assert config_agrees({"method": "ce", "seed": 0, "train": {"lr": 0.05}}, expected)
     assert not config_agrees({"method": "ce", "seed": 0, "train": {"lr": 0.05}, "val_fraction": 0.1}, expected)
     assert config_agrees({"method": "ce", "seed": 0, "train": {"lr": 0.05}, "val_fraction": 0.0}, expected)
+
+
+def test_summary_merges_performance_keys_and_separates_a_val_split(tmp_path):
+    """Runs that differ only in how fast they ran (inference batch) share a cell; a run that held out a
+    noisy validation split trained on less data and is its own variant."""
+    res = tmp_path / "results"
+    kw = dict(method="gce", dataset="digits", noise="sym0.6", scale="cpu")
+    write_record(res, seed=0, acc_last=80.0, extra=("+train.infer_batch_size=64",), **kw)
+    write_record(res, seed=1, acc_last=84.0, **kw)
+    write_record(res, seed=2, acc_last=70.0, extra=("val_fraction=0.1",), **kw)
+    rp.report(res, tmp_path / "plots", figures=False)
+    got = {r["variant"]: (r["last_mean"], r["n"], r["seeds"])
+           for r in rows(tmp_path / "plots" / "summary_digits_cpu.csv") if r["method"] == "gce"}
+    assert got == {"": ("82.0000", "2", "0 1"), "val_fraction=0.1": ("70.0000", "1", "2")}

@@ -91,6 +91,30 @@ def test_gpu_for_job_is_round_robin():
     assert gpu_for_job(5, 1) is None and gpu_for_job(0, 0) is None
 
 
+def test_threads_per_job_splits_the_cores():
+    from nlbench.launch import threads_per_job
+
+    assert threads_per_job(None, 8) is None and threads_per_job(1, 8) is None   # one job at a time
+    assert [threads_per_job(n, 16) for n in (2, 4, 5, 16, 32)] == [8, 4, 3, 1, 1]
+    assert threads_per_job(-1, 8) == 1 and threads_per_job(-2, 8) == 1 and threads_per_job(-7, 8) == 4
+
+
+def test_threads_option_sets_torch_threads_for_the_run_only(tmp_results, cli):
+    import torch
+
+    r = cli(["run", *SMOKE, "threads=0"], tmp_results)
+    assert r.rc == 2 and "threads=0" in r.err and "positive" in r.err
+    before = torch.get_num_threads()
+    from nlbench.__main__ import compose
+    from nlbench.runner import build_spec, execute
+
+    spec = build_spec(compose([*SMOKE, "threads=1", f"results_dir={tmp_results.results}",
+                               f"checkpoint_dir={tmp_results.checkpoints}", "verbosity=quiet"]))
+    rec = execute(spec)
+    assert rec["versions"]["torch_threads"] == 1
+    assert torch.get_num_threads() == before      # a library call leaves the process as it found it
+
+
 # ------------------------------------------------------------------------------------ launchers
 def _launcher_sweep(cli, tmp_path, tmp_results, crash_plugin, launcher: list[str]):
     args = ["run", "-m", *[a for a in SMOKE if not a.startswith("method=")], *crash_plugin, "train.epochs=1", "method.params.fail_at_epoch=0,-1",
