@@ -342,7 +342,14 @@ def measure_bare(a, device: torch.device, run: int) -> dict:
     inf = bare_infer(net, batch_size=cfg.infer_batch_size, batches=max(a.bare_steps // 4, 2), warmup=2,
                      shape=shape, num_classes=k, device=device, amp=cfg.amp, channels_last=cfg.channels_last,
                      seed=run + 1000)
-    return {"train_ips": tr.ips, "infer_ips": inf.ips, "train_steps": tr.steps, "train_images": tr.images,
+    by_batch = {}
+    for bs in a.infer_batches:   # the same network and data; which inference batch suits this device
+        by_batch[str(bs)] = inf.ips if bs == cfg.infer_batch_size else bare_infer(
+            net, batch_size=bs, batches=max(a.bare_steps * cfg.infer_batch_size // (4 * bs), 2), warmup=2,
+            shape=shape, num_classes=k, device=device, amp=cfg.amp, channels_last=cfg.channels_last,
+            seed=run + 1000).ips
+    return {"train_ips": tr.ips, "infer_ips": inf.ips, "infer_ips_by_batch": by_batch,
+            "train_steps": tr.steps, "train_images": tr.images,
             "batch_size": cfg.batch_size, "infer_batch_size": cfg.infer_batch_size,
             "backbone": spec.backbone, "amp": cfg.amp and device.type == "cuda",
             "channels_last": cfg.channels_last, "compile": cfg.compile and device.type == "cuda"}
@@ -434,6 +441,10 @@ def table(result: dict) -> str:
         + (f" overrides: {' '.join(cfg['overrides'])}" if cfg["overrides"] else ""),
         f"bare loop (median of {cfg['runs']} runs): training {bare['train_ips_median']:,.0f} images/s "
         f"({bare['train_steps']} steps of {bare['batch_size']}), inference {bare['infer_ips_median']:,.0f} images/s",
+        *([f"bare inference by batch size (median of {cfg['runs']} runs, x the configured "
+           f"{bare['infer_batch_size']}): " + ", ".join(
+               f"{b}: {v:,.0f} images/s ({v / bare['infer_ips_median']:.2f}x)"
+               for b, v in bare["infer_ips_by_batch_median"].items())] if bare.get("infer_ips_by_batch_median") else []),
         "",
         "| method | runs | steps timed | step samples/s | x bare step | host syncs/step | epochs timed "
         "| s/epoch | samples/s (epoch) | floor s/epoch | x floor | cost vs CE | pass floor vs CE | cost / pass floor |",
@@ -492,6 +503,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         g = ap.add_mutually_exclusive_group()
         g.add_argument(f"--{k.replace('_', '-')}", dest=k, action="store_true", default=None)
         g.add_argument(f"--no-{k.replace('_', '-')}", dest=k, action="store_false")
+    ap.add_argument("--infer-batches", type=lambda v: [int(x) for x in v.split(",") if x.strip()], default=[],
+                    help="also time the bare inference pass at these batch sizes, e.g. 128,256,1024 "
+                         "(to choose train.infer_batch_size for a device)")
     ap.add_argument("--grid-runs", type=int, default=0,
                     help="print the device-hours of this many runs per method at the protocol's epochs "
                          "(Table 3: 2 datasets x 7 noises x 5 seeds = 70)")
@@ -542,6 +556,8 @@ def _result(a, device: torch.device, runs: list[dict], load0) -> dict:
     bare = dict(runs[0]["bare"])
     bare["train_ips_median"] = statistics.median(r["bare"]["train_ips"] for r in runs)
     bare["infer_ips_median"] = statistics.median(r["bare"]["infer_ips"] for r in runs)
+    bare["infer_ips_by_batch_median"] = {b: statistics.median(r["bare"]["infer_ips_by_batch"][b] for r in runs)
+                                         for b in bare.get("infer_ips_by_batch", {})}
     result = {"machine": machine(device), "load": {"start": load0, "end": os.getloadavg()},
               "config": {"dataset": a.dataset, "scale": a.scale, "noise": a.noise, "device": str(device),
                          "epochs": a.epochs, "warmup": a.warmup, "runs": a.runs, "shared": a.shared,

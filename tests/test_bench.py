@@ -77,7 +77,8 @@ def test_benchmark_runs_end_to_end_and_prints_the_table(tmp_path, capsys):
     out = tmp_path / "bench.md"
     rc = bench.main(["--methods", "ce,gss_sb", "--dataset", "digits", "--scale", "smoke", "--epochs", "2",
                      "--warmup", "1", "--bare-steps", "3", "--batch-size", "32", "--device", "cpu",
-                     "--threads", "1", "--out", str(out), "train.subset_per_class=20", "train.infer_batch_size=64"])
+                     "--threads", "1", "--infer-batches", "16,64", "--out", str(out), "train.subset_per_class=20",
+                     "train.infer_batch_size=64"])
     assert rc == 0
     text = capsys.readouterr().out
     assert out.read_text().strip() == text.strip()
@@ -88,6 +89,8 @@ def test_benchmark_runs_end_to_end_and_prints_the_table(tmp_path, capsys):
     assert set(rows) == {"ce", "gss_sb"}
     for word in ("machine:", "torch ", "threads 1", "load average", "runs sharing the device: 1", "bare loop"):
         assert word in text
+    by_batch = next(line for line in text.splitlines() if line.startswith("bare inference by batch size"))
+    assert "16: " in by_batch and "64: " in by_batch and "(1.00x)" in by_batch.split("64: ")[1]
     import json
     res = json.loads(out.with_name(out.name + ".json").read_text())
     ce = next(m for m in res["raw"][0]["methods"] if m["method"] == "ce")
