@@ -217,9 +217,9 @@ class DivideMix(Method):
             "Lx": lx.detach(), "Lu": lu.detach(), "lambda_u": lam_u, "prior_penalty": pen.detach(),
             "labeled1": self.labeled_fraction(0), "labeled2": self.labeled_fraction(1)})
 
-    @torch.no_grad()
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        return F.softmax(sum(net(x).float() for net in self.nets), 1)
+    def combine(self, logits: list[torch.Tensor]) -> torch.Tensor:
+        """The official test: the softmax of the sum of both networks' logits."""
+        return F.softmax(sum(z.float() for z in logits), 1)
 
     def selected(self) -> torch.Tensor | None:
         return self.labeled_mask(0) if bool(self.divided) else None

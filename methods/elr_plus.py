@@ -131,6 +131,6 @@ class ELRPlus(Method):
                 eb.copy_(nb)
         self.net_steps[i] += 1
 
-    @torch.no_grad()
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        return F.softmax(0.5 * (self.nets[0](x).float() + self.nets[1](x).float()), dim=1)
+    def combine(self, logits: list[torch.Tensor]) -> torch.Tensor:
+        """The official test: the softmax of the mean of both networks' logits."""
+        return F.softmax(0.5 * (logits[0].float() + logits[1].float()), dim=1)

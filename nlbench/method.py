@@ -229,8 +229,16 @@ class Method(nn.Module, metaclass=abc.ABCMeta):
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """Class probabilities (B, K) at test time (the ensemble); default: mean softmax over the networks."""
-        return torch.stack([F.softmax(net(x).float(), dim=1) for net in self.nets]).mean(0)
+        """Class probabilities (B, K) at test time (the ensemble): :meth:`combine` of each network's logits."""
+        return self.combine([net(x) for net in self.nets])
+
+    def combine(self, logits: list[torch.Tensor]) -> torch.Tensor:
+        """The ensemble's class probabilities (B, K) from the networks' logits; default: the mean softmax.
+
+        A method whose paper tests on another rule (DivideMix: the softmax of the summed logits)
+        overrides this rather than :meth:`predict`, so that evaluation runs each network once for both
+        the ensemble and the per-network accuracies."""
+        return torch.stack([F.softmax(z.float(), dim=1) for z in logits]).mean(0)
 
     @torch.no_grad()
     def predict_nets(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -241,12 +249,13 @@ class Method(nn.Module, metaclass=abc.ABCMeta):
     def predict_with_nets(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """(:meth:`predict`, :meth:`predict_nets`) for the trainer's evaluation of several networks.
 
-        With both defaults each network runs once (the ensemble is the mean of the per-network
-        softmaxes), not twice; a method that overrides either gets both of its own, as before."""
+        Unless a method overrides ``predict`` or ``predict_nets`` each network runs once: its logits
+        give the per-network probabilities and, through :meth:`combine`, the ensemble. A method that
+        overrides either gets both of its own calls."""
         cls = type(self)
         if cls.predict is Method.predict and cls.predict_nets is Method.predict_nets:
-            probs = [F.softmax(net(x).float(), dim=1) for net in self.nets]
-            return torch.stack(probs).mean(0), probs
+            logits = [net(x) for net in self.nets]
+            return self.combine(logits), [F.softmax(z.float(), dim=1) for z in logits]
         return self.predict(x), self.predict_nets(x)
 
     @staticmethod

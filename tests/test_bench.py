@@ -110,8 +110,9 @@ def test_unknown_method_is_one_clear_error(capsys):
 
 
 def test_evaluation_runs_each_network_once_with_default_predictions():
-    """Speed fix: a two-network method with the default predict/predict_nets forwards each network
-    once per test batch (it was twice: once for the ensemble, once per network), same accuracies."""
+    """Speed fix: a two-network method with the default predict/predict_nets, or its own ensemble rule
+    in ``combine`` (DivideMix, ELR+), forwards each network once per test batch (it was twice: once
+    for the ensemble, once per network), same accuracies."""
     from nlbench.method import Method, StepOutput
     from nlbench.trainer import TrainConfig, Trainer
 
@@ -133,14 +134,18 @@ def test_evaluation_runs_each_network_once_with_default_predictions():
         def loss(self, batch, ctx):
             return StepOutput(sum(n(batch.x).sum() for n in self.nets))
 
-    class Own(Two):   # an own ensemble rule keeps both of its calls
+    class Own(Two):   # an own predict keeps both of its calls
         @torch.no_grad()
         def predict(self, x):
             return torch.softmax(self.nets[0](x) + self.nets[1](x), 1)
 
+    class Summed(Two):   # an own ensemble rule through combine: still one forward per network
+        def combine(self, logits):
+            return torch.softmax(logits[0] + logits[1], 1)
+
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(10, 4, generator=g), torch.randint(0, 3, (10,), generator=g)
-    for cls, per_batch in ((Two, 2), (Own, 4)):
+    for cls, per_batch in ((Two, 2), (Own, 4), (Summed, 2)):
         m = cls(nets=[Counting(1), Counting(2)], num_classes=3, noisy_labels=y, generator=torch.Generator())
         tr = Trainer(m, None, {"test": lambda: iter([(x[:6], y[:6]), (x[6:], y[6:])])},
                      TrainConfig(epochs=1, batch_size=2, lr=0.1, channels_last=False), device=torch.device("cpu"),
@@ -148,5 +153,7 @@ def test_evaluation_runs_each_network_once_with_default_predictions():
         calls.clear()
         out = tr.evaluate()
         assert len(calls) == 2 * per_batch, cls.__name__
-        ens = torch.stack([torch.softmax(n(x), 1) for n in m.nets]).mean(0) if cls is Two else m.predict(x)
+        ens = {Two: lambda: torch.stack([torch.softmax(n(x), 1) for n in m.nets]).mean(0),
+               Own: lambda: m.predict(x),
+               Summed: lambda: torch.softmax(m.nets[0](x) + m.nets[1](x), 1)}[cls]()
         assert out["test_top1_ensemble"] == 100.0 * float((ens.argmax(1) == y).sum()) / 10
