@@ -102,6 +102,23 @@ class Run:
             v = self.history[-1].get(metric)
         return _num(v)
 
+    def resolve_auto(self, composed: dict) -> dict:
+        """``composed`` (a config this checkout composes for the run's cell) with ``forget_rate: auto``
+        resolved as the run resolved it: from the noise config and the class count alone (the record
+        holds the number, never ``auto``)."""
+        from .runner import resolve_auto_rates
+
+        params = composed.get("method_params") if isinstance(composed, dict) else None
+        if not isinstance(params, dict) or "auto" not in params.values():
+            return composed
+        noise = (self.effective.get("noise") or composed.get("noise") or {})
+        classes = (self.rec.get("data") or {}).get("classes") or []
+        try:
+            params = resolve_auto_rates(params, noise, dataset=self.dataset, num_classes=len(classes))
+        except Exception:   # a record too old or too odd to resolve: compare as composed
+            return composed
+        return {**composed, "method_params": params}
+
     def param(self, name: str):
         return (self.effective.get("method_params") or {}).get(name)
 
@@ -187,9 +204,11 @@ PERFORMANCE_KEYS = frozenset({"train.infer_batch_size", "train.num_workers", "tr
 
 
 def comparable(config: dict) -> dict:
-    """The flattened config the report compares: optional keys filled in, performance keys left out."""
+    """The flattened config the report compares: optional keys filled in, performance keys left out,
+    floats rounded to 10 decimals."""
     flat = {**OPTIONAL_DEFAULTS, **flatten(config)}
-    return {k: v for k, v in flat.items() if k not in PERFORMANCE_KEYS}
+    # floats to 10 decimals: 0.6 * 9 / 10 computed by a run and 0.54 typed by a user are one setting
+    return {k: round(v, 10) if isinstance(v, float) else v for k, v in flat.items() if k not in PERFORMANCE_KEYS}
 
 _SEMANTIC: dict[tuple, dict | str] = {}
 
@@ -216,11 +235,13 @@ def config_diff(run: Run) -> tuple[str, ...]:
                             f"scale={run.scale}"])
     if isinstance(base, str):
         return ()
-    fe, fb = comparable(run.effective), comparable(base)
+    fe, fb = comparable(run.effective), comparable(run.resolve_auto(base))
     out = []
     for k in sorted(fe.keys() & fb.keys()):
         if k != "seed" and fe[k] != fb[k]:
-            out.append(f"{k.removeprefix('method_params.')}={json.dumps(fe[k]) if not isinstance(fe[k], str) else fe[k]}")
+            v = fe[k]
+            v = v if isinstance(v, str) else json.dumps(round(v, 10) if isinstance(v, float) else v)
+            out.append(f"{k.removeprefix('method_params.')}={v}")
     return tuple(out)
 
 
@@ -266,7 +287,7 @@ class Index:
         if isinstance(exp, str):
             return [], exp
         exp = {**exp, "seed": e.seed}
-        return [r for r in cands if config_matches(r.effective, exp)], None
+        return [r for r in cands if config_matches(r.effective, r.resolve_auto(exp))], None
 
     def scales_for(self, expected: list[Expected]) -> list[str]:
         want = {(e.method, e.dataset, e.noise, e.seed) for e in expected}

@@ -259,3 +259,24 @@ def test_summary_merges_performance_keys_and_separates_a_val_split(tmp_path):
     got = {r["variant"]: (r["last_mean"], r["n"], r["seeds"])
            for r in rows(tmp_path / "plots" / "summary_digits_cpu.csv") if r["method"] == "gce"}
     assert got == {"": ("82.0000", "2", "0 1"), "val_fraction=0.1": ("70.0000", "1", "2")}
+
+
+def test_auto_settings_match_the_numbers_they_resolved_to(tmp_path):
+    """forget_rate: auto is resolved per noise at run time, so a record holds a number: that number is the
+    default, not a variant. A float that does differ is shown without binary noise."""
+    res = tmp_path / "results"
+    # a Table 3 cell: CIFAR-10 sym0.4 resolves auto to 0.36 (= 0.4 * 9 / 10); 0.4 is another experiment
+    write_record(res, seed=0, acc_last=60.0, method="jocor", dataset="cifar10", noise="sym0.4",
+                 params={"forget_rate": 0.36})
+    write_record(res, seed=1, acc_last=50.0, method="jocor", dataset="cifar10", noise="sym0.4",
+                 params={"forget_rate": 0.4})
+    rp.report(res, tmp_path / "plots", figures=False)
+    jc = cell(rows(tmp_path / "plots" / "table3_cpu.csv"), dataset="cifar10", method="jocor", noise="sym0.4")
+    assert (jc["mean"], jc["n"], jc["seeds"]) == ("60.0000", "1", "0")
+    kw = dict(method="coteaching", dataset="digits", noise="sym0.6", scale="cpu")
+    write_record(res, seed=0, acc_last=80.0, params={"forget_rate": 0.6 * 9 / 10}, **kw)   # as a run records it
+    write_record(res, seed=1, acc_last=84.0, params={"forget_rate": 0.54}, **kw)          # as a user types it
+    write_record(res, seed=2, acc_last=70.0, params={"forget_rate": 0.1 + 0.2}, **kw)
+    rp.report(res, tmp_path / "plots", figures=False)
+    got = {r["variant"]: (r["last_mean"], r["n"]) for r in rows(tmp_path / "plots" / "summary_digits_cpu.csv")}
+    assert got == {"": ("82.0000", "2"), "forget_rate=0.3": ("70.0000", "1")}, got
