@@ -11,13 +11,18 @@ epochs there is no division: every sample counts as labelled.
 Where the drawn labels y_hat ~ D_i / sum(D_i) enter is not in the paper; options (also in the yaml):
 - ``labeled_entry``: ``drawn`` (default; they replace the fixed noisy labels in co-refinement,
   sharpen(w onehot(y_hat) + (1 - w) p_bar)) | ``noisy`` (DivideMix's co-refinement).
-- ``unlabeled_target``: ``guess`` (DivideMix's sharpened co-guess; pools of unlabelled samples unused)
-  | ``drawn_mix`` (sharpen(b onehot(y_hat) + (1 - b) p_guess) with b = ``drawn_weight``, the same
-  form as co-refinement with a fixed weight, since w of an unlabelled sample is near 0)
-  | ``drawn`` (onehot(y_hat) replaces the guess: plain gradient switching on unlabelled samples).
+- ``unlabeled_target``: ``guess`` (default; DivideMix's sharpened co-guess: an unlabelled sample's
+  pool is still updated with lambda1 0.2, lambda2 0.5 and enters its targets when the sample is
+  labelled again) | ``drawn_mix`` (sharpen(b onehot(y_hat) + (1 - b) p_guess) with b =
+  ``drawn_weight``, the same form as co-refinement with a fixed weight, since w of an unlabelled
+  sample is near 0; the first default) | ``drawn`` (onehot(y_hat) replaces the guess: plain gradient
+  switching on unlabelled samples).
 - ``warmup_labels``: ``drawn`` (default; warm-up CE on drawn labels, GSS-DB's step, which the paper
   says GSS-SSL's main process follows) | ``noisy`` (DivideMix's warm-up).
-The defaults are chosen on a noisy validation split, never the test set (RESULTS.md).
+The defaults are chosen on a noisy validation split, never the test set (RESULTS.md): on digits
+(sym0.4 and sym0.6, 3 seeds, 20% held out) ``guess`` beat ``drawn_mix`` and ``drawn``; mixing drawn
+labels into the unlabelled targets put mislabeled samples back into the labelled set (clean-selection
+precision 0.91 at the last epoch against 0.99).
 """
 from __future__ import annotations
 
@@ -47,7 +52,7 @@ def _choice(name: str, value: str, valid: tuple[str, ...]) -> str:
 class GSSSemiSupervised(DivideMix):
     def __init__(self, *, lambda1_labeled: float = 0.1, lambda2_labeled: float = 0.0,
                  lambda1_unlabeled: float = 0.2, lambda2_unlabeled: float = 0.5,
-                 labeled_entry: str = "drawn", unlabeled_target: str = "drawn_mix", drawn_weight: float = 0.5,
+                 labeled_entry: str = "drawn", unlabeled_target: str = "guess", drawn_weight: float = 0.5,
                  warmup_labels: str = "drawn", init: str = "onehot", init_mass: float = 1.0,
                  pred_weight: str = "noisy", **base) -> None:
         super().__init__(**base)
