@@ -106,16 +106,17 @@ class Run:
         """``composed`` (a config this checkout composes for the run's cell) with ``forget_rate: auto``
         resolved as the run resolved it: from the noise config and the class count alone (the record
         holds the number, never ``auto``)."""
+        from .registry import ConfigError
         from .runner import resolve_auto_rates
 
         params = composed.get("method_params") if isinstance(composed, dict) else None
         if not isinstance(params, dict) or "auto" not in params.values():
             return composed
-        noise = (self.effective.get("noise") or composed.get("noise") or {})
+        noise = self.effective.get("noise") or composed.get("noise") or {}
         classes = (self.rec.get("data") or {}).get("classes") or []
         try:
             params = resolve_auto_rates(params, noise, dataset=self.dataset, num_classes=len(classes))
-        except Exception:   # a record too old or too odd to resolve: compare as composed
+        except (ConfigError, KeyError, TypeError):   # a noise with no expected rate, or an odd old record
             return composed
         return {**composed, "method_params": params}
 
