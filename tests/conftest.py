@@ -83,6 +83,12 @@ class CliResult:
     def error_lines(self) -> list[str]:
         return [line for line in self.err.splitlines() if line.startswith("error:")]
 
+    def assert_bad_input(self, needles) -> None:
+        """Exit 2 with exactly one ``error:`` line that contains every needle."""
+        assert self.rc == 2 and len(self.error_lines()) == 1, self.err
+        for n in needles:
+            assert n in self.err, (n, self.err)
+
 
 def run_cli(args: list[str], results: Results | None = None) -> CliResult:
     """``nlbench.__main__.main(args)`` in this process, stdout/stderr captured.

@@ -60,7 +60,5 @@ def test_entry_point_registers_method_and_its_yaml(tmp_path, tmp_results, cli, m
 ])
 def test_bad_plugin_settings_are_one_error_line(extra, needles, tmp_results, cli):
     r = cli(["run", *BASE, *extra], tmp_results)
-    assert r.rc == 2 and len(r.error_lines()) == 1, r.err
-    for n in needles:
-        assert n in r.err, (n, r.err)
+    r.assert_bad_input(needles)
     assert not tmp_results.all_files()
