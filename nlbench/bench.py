@@ -141,9 +141,10 @@ def _synthetic(n: int, shape: tuple[int, ...], num_classes: int, device: torch.d
 
 def bare_train(net: torch.nn.Module, opt: torch.optim.Optimizer, *, batch_size: int, steps: int, warmup: int,
                shape: tuple[int, ...], num_classes: int, device: torch.device, amp: bool, channels_last: bool,
-               seed: int = 0, rotate: int = 4) -> BareResult:
+               seed: int = 0, rotate: int = 4, cuda_graphs: bool = False) -> BareResult:
     """The floor of a training step: forward, CE, backward, optimiser step on synthetic batches
-    already on ``device``; ``warmup`` untimed steps first, then ``steps`` timed ones."""
+    already on ``device``; ``warmup`` untimed steps first, then ``steps`` timed ones. ``cuda_graphs``:
+    mark each step's start, as the trainer does under a CUDA-graph compile mode."""
     data = _synthetic(batch_size, shape, num_classes, device, channels_last, seed, rotate)
     net.train()
     use_amp = amp and device.type == "cuda"
@@ -154,6 +155,8 @@ def bare_train(net: torch.nn.Module, opt: torch.optim.Optimizer, *, batch_size: 
             _sync(device)
             t0 = time.perf_counter()
         x, y = data[s % rotate]
+        if cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
         with torch.autocast(device.type, torch.bfloat16, enabled=use_amp):
             loss = F.cross_entropy(net(x), y)
         opt.zero_grad(set_to_none=True)
@@ -289,6 +292,8 @@ def _overrides(a, method: str, epochs: int | None) -> list[str]:
         v = getattr(a, k)
         if v is not None:
             o.append(f"train.{k}={str(v).lower()}")
+    if a.compile_mode is not None:
+        o.append(f"train.compile_mode={a.compile_mode}")
     return o + list(a.overrides)
 
 
@@ -323,7 +328,7 @@ def measure_method(a, name: str, device: torch.device) -> MethodResult:
 
 def measure_bare(a, device: torch.device, run: int) -> dict:
     """The bare training and inference rates on the network and protocol of CE for this benchmark."""
-    from .trainer import make_optimizer
+    from .trainer import CUDA_GRAPH_MODES, compile_mode_for, make_optimizer
 
     spec, prep, _ = build(a, "ce")
     cfg = spec.train
@@ -334,11 +339,13 @@ def measure_bare(a, device: torch.device, run: int) -> dict:
         net.to(memory_format=torch.channels_last)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True    # as the trainer sets it
-        if cfg.compile:
-            net = torch.compile(net)
+    mode = compile_mode_for(cfg, device)         # as the trainer resolves it
+    if mode is not None:
+        net.compile(mode=mode)
     opt = make_optimizer(list(net.parameters()), cfg, device)
     tr = bare_train(net, opt, batch_size=cfg.batch_size, steps=a.bare_steps, warmup=a.warmup, shape=shape,
-                    num_classes=k, device=device, amp=cfg.amp, channels_last=cfg.channels_last, seed=run)
+                    num_classes=k, device=device, amp=cfg.amp, channels_last=cfg.channels_last, seed=run,
+                    cuda_graphs=device.type == "cuda" and mode in CUDA_GRAPH_MODES)
     inf = bare_infer(net, batch_size=cfg.infer_batch_size, batches=max(a.bare_steps // 4, 2), warmup=2,
                      shape=shape, num_classes=k, device=device, amp=cfg.amp, channels_last=cfg.channels_last,
                      seed=run + 1000)
@@ -352,7 +359,7 @@ def measure_bare(a, device: torch.device, run: int) -> dict:
             "train_steps": tr.steps, "train_images": tr.images,
             "batch_size": cfg.batch_size, "infer_batch_size": cfg.infer_batch_size,
             "backbone": spec.backbone, "amp": cfg.amp and device.type == "cuda",
-            "channels_last": cfg.channels_last, "compile": cfg.compile and device.type == "cuda"}
+            "channels_last": cfg.channels_last, "compile": mode, "cuda_graphs": device.type == "cuda" and mode in CUDA_GRAPH_MODES}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -436,7 +443,7 @@ def table(result: dict) -> str:
         f"run: dataset={cfg['dataset']} scale={cfg['scale']} noise={cfg['noise']} backbone={bare['backbone']} "
         f"batch={bare['batch_size']} infer_batch={bare['infer_batch_size']} device={cfg['device']} "
         f"bf16={'on' if bare['amp'] else 'off'} channels_last={'on' if bare['channels_last'] else 'off'} "
-        f"compile={'on' if bare['compile'] else 'off'} epochs={cfg['epochs']} (first not timed) "
+        f"compile={bare['compile'] or 'off'}{' (CUDA graphs)' if bare.get('cuda_graphs') else ''} epochs={cfg['epochs']} (first not timed) "
         f"warm-up steps={cfg['warmup']} runs={cfg['runs']}"
         + (f" overrides: {' '.join(cfg['overrides'])}" if cfg["overrides"] else ""),
         f"bare loop (median of {cfg['runs']} runs): training {bare['train_ips_median']:,.0f} images/s "
@@ -503,6 +510,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         g = ap.add_mutually_exclusive_group()
         g.add_argument(f"--{k.replace('_', '-')}", dest=k, action="store_true", default=None)
         g.add_argument(f"--no-{k.replace('_', '-')}", dest=k, action="store_false")
+    ap.add_argument("--compile-mode", default=None, help="train.compile_mode for every run: default, "
+                    "reduce-overhead (CUDA graphs), max-autotune, max-autotune-no-cudagraphs")
     ap.add_argument("--infer-batches", type=lambda v: [int(x) for x in v.split(",") if x.strip()], default=[],
                     help="also time the bare inference pass at these batch sizes, e.g. 128,256,1024 "
                          "(to choose train.infer_batch_size for a device)")

@@ -200,8 +200,10 @@ def config_matches(effective: dict, expected: dict) -> bool:
 #: semantic config keys that appear only when set (their default otherwise)
 OPTIONAL_DEFAULTS = {"val_fraction": 0.0}
 #: train keys that set how fast a run goes, not what it computes (batching of inference, loader workers,
-#: checkpoint frequency): runs that differ only in them share a cell. The record keeps their values.
-PERFORMANCE_KEYS = frozenset({"train.infer_batch_size", "train.num_workers", "train.checkpoint_every"})
+#: checkpoint frequency, torch.compile): runs that differ only in them share a cell. The record keeps
+#: their values.
+PERFORMANCE_KEYS = frozenset({"train.infer_batch_size", "train.num_workers", "train.checkpoint_every",
+                              "train.compile", "train.compile_mode"})
 
 
 def comparable(config: dict) -> dict:

@@ -68,6 +68,10 @@ class RunSpec:
                "noise_seed": self.noise_seed, "backbone": self.backbone,
                "backbone_options": self.backbone_options, "subset_per_class": self.subset_per_class,
                "train": train_config_dict(self.train), "seed": self.seed, "scale": self.scale}
+        # compile and compile_mode set how fast a run goes, like the device: out of the name. compile is
+        # pinned to false there so records written when it was a plain flag (default false) keep their names
+        out["train"]["compile"] = False
+        out["train"].pop("compile_mode")
         if self.val_fraction:   # only when used, so records made without a split keep their names
             out["val_fraction"] = self.val_fraction
         return out
@@ -425,6 +429,11 @@ def _versions(device: torch.device) -> dict:
     return v
 
 
+def _runtime(spec: RunSpec, trainer) -> dict:
+    """How the run was executed (not what it computed): the compile mode resolved from train.compile."""
+    return {"compiled": trainer.compile_mode, "cuda_graphs": trainer.cuda_graphs}
+
+
 def final_metrics(history: list[dict], primary: str) -> dict:
     accs = [h[primary] for h in history if primary in h]
     if not accs:
@@ -523,7 +532,7 @@ def _execute(spec: RunSpec, log, path: Path) -> dict:
                       "optim_plan": None if trainer.plan is None else trainer.plan.to_dict()},
         "val_split": prep.val,
         "config": spec.resolved, "git": git, "versions": _versions(spec.device),
-        "history": res.history,
+        "runtime": _runtime(spec, trainer), "history": res.history,
         "final": {**final_metrics(res.history, primary), "headline": spec.headline},
         "wall_s": res.wall_s, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "elapsed_this_call_s": time.time() - t0,
