@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from scipy.special import betaincinv
 from sklearn.mixture import GaussianMixture
 
+from nlbench.mixup import device_mix_weight
+
 
 def sharpen(p: torch.Tensor, T: float) -> torch.Tensor:
     """Temperature sharpening of distributions (B, K): p^(1/T) renormalised per row."""
@@ -31,14 +33,19 @@ def co_refine(label: torch.Tensor, w: torch.Tensor, p_bar: torch.Tensor, T: floa
     return sharpen(w * label + (1 - w) * p_bar, T)
 
 
-def mixup(x: torch.Tensor, t: torch.Tensor, lam: float, perm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def mixup(x: torch.Tensor, t: torch.Tensor, lam: float | torch.Tensor,
+          perm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """MixMatch without interleaving: lam * (x, t) + (1 - lam) * (x, t)[perm] over the whole batch."""
     return lam * x + (1 - lam) * x[perm], lam * t + (1 - lam) * t[perm]
 
 
-def draw_mix_lambda(alpha: float, generator: torch.Generator) -> float:
+def draw_mix_lambda(alpha: float, generator: torch.Generator) -> float | torch.Tensor:
     """lam ~ Beta(alpha, alpha), then max(lam, 1 - lam). Drawn by inverting the Beta CDF at a uniform
-    from ``generator`` (exactly Beta-distributed, reproducible, no global RNG)."""
+    from ``generator`` (exactly Beta-distributed, reproducible, no global RNG). On a device other than
+    the CPU the inverse CDF is the interpolated table of ``nlbench.mixup.beta_quantile`` and lam a 0-d
+    device tensor, so the step never waits for the device (issue 11)."""
+    if generator.device.type != "cpu":
+        return device_mix_weight(alpha, generator)
     u = float(torch.rand(1, generator=generator, device=generator.device))
     lam = float(betaincinv(alpha, alpha, u))
     return max(lam, 1.0 - lam)

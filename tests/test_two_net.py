@@ -252,3 +252,45 @@ def test_every_state_survives_kill_and_resume_bit_for_bit(tmp_path, method, stat
     strip = lambda h: [{k: v for k, v in r.items() if "seconds" not in k} for r in h]
     assert strip(resumed["history"]) == strip(full["history"])
     assert resumed["final"] == full["final"]
+
+
+# ------------------------------------------------------------------ mixup weights without host reads
+@pytest.mark.parametrize("alpha", [0.5, 1.0, 4.0])
+def test_device_gamma_follows_gamma_and_is_reproducible(alpha):
+    """The CUDA-path sampler (fixed proposals, no loop on the device): Gamma(alpha) by a KS test
+    that tells neighbouring shapes apart, and the same draws from the same generator state."""
+    from scipy import stats
+
+    from nlbench.mixup import device_gamma
+
+    x = device_gamma(alpha, 20000, torch.Generator().manual_seed(3))
+    assert x.dtype == torch.float64 and x.shape == (20000,) and bool((x > 0).all())
+    assert stats.kstest(x.numpy(), stats.gamma(alpha).cdf).pvalue > 1e-3
+    assert stats.kstest(x.numpy(), stats.gamma(alpha * 1.1).cdf).pvalue < 1e-6
+    assert torch.equal(x, device_gamma(alpha, 20000, torch.Generator().manual_seed(3)))
+
+
+@pytest.mark.parametrize("alpha", [0.5, 4.0])
+def test_device_mix_weight_is_a_folded_beta_tensor(alpha):
+    """What DivideMix, GSS-SSL and ELR+ mix with on CUDA: max(l, 1 - l), l ~ Beta(alpha, alpha),
+    kept as a 0-d tensor on the generator's device (the step never waits for it); mixing with it
+    equals mixing with its value."""
+    from scipy import stats
+
+    from methods import ssl_parts as S
+    from nlbench.mixup import device_mix_weight, mix
+
+    g = torch.Generator().manual_seed(11)
+    lams = [device_mix_weight(alpha, g) for _ in range(3000)]
+    assert all(isinstance(v, torch.Tensor) and v.dim() == 0 and v.dtype == torch.float32 for v in lams[:5])
+    draws = np.array([float(v) for v in lams])
+    assert draws.min() >= 0.5 and draws.max() <= 1.0
+    folded = lambda a: (lambda t: np.clip(2 * stats.beta(a, a).cdf(t) - 1, 0, 1))  # noqa: E731
+    assert stats.kstest(draws, folded(alpha)).pvalue > 1e-3
+    assert stats.kstest(draws, folded(alpha * 2)).pvalue < 1e-6
+    x, t = torch.randn(6, 3), torch.softmax(torch.randn(6, 4), 1)
+    perm = torch.randperm(6, generator=torch.Generator().manual_seed(0))
+    lam = lams[0]
+    torch.testing.assert_close(mix(x, lam, perm), mix(x, float(lam), perm))
+    for a, b in zip(S.mixup(x, t, lam, perm), S.mixup(x, t, float(lam), perm)):
+        torch.testing.assert_close(a, b)
