@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from scipy.special import betaincinv
 from sklearn.mixture import GaussianMixture
 
-from nlbench.mixup import device_mix_weight
+from nlbench.mixup import device_mix_weight, mix
 
 
 def sharpen(p: torch.Tensor, T: float) -> torch.Tensor:
@@ -36,14 +36,14 @@ def co_refine(label: torch.Tensor, w: torch.Tensor, p_bar: torch.Tensor, T: floa
 def mixup(x: torch.Tensor, t: torch.Tensor, lam: float | torch.Tensor,
           perm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """MixMatch without interleaving: lam * (x, t) + (1 - lam) * (x, t)[perm] over the whole batch."""
-    return lam * x + (1 - lam) * x[perm], lam * t + (1 - lam) * t[perm]
+    return mix(x, lam, perm), mix(t, lam, perm)
 
 
 def draw_mix_lambda(alpha: float, generator: torch.Generator) -> float | torch.Tensor:
     """lam ~ Beta(alpha, alpha), then max(lam, 1 - lam). Drawn by inverting the Beta CDF at a uniform
     from ``generator`` (exactly Beta-distributed, reproducible, no global RNG). On a device other than
-    the CPU the inverse CDF is the interpolated table of ``nlbench.mixup.beta_quantile`` and lam a 0-d
-    device tensor, so the step never waits for the device (issue 11)."""
+    the CPU, lam is ``nlbench.mixup.device_mix_weight``'s 0-d device tensor instead (the same
+    distribution, drawn as a Gamma ratio), so the step never waits for the device (issue 11)."""
     if generator.device.type != "cpu":
         return device_mix_weight(alpha, generator)
     u = float(torch.rand(1, generator=generator, device=generator.device))

@@ -328,7 +328,7 @@ def measure_method(a, name: str, device: torch.device) -> MethodResult:
 
 def measure_bare(a, device: torch.device, run: int) -> dict:
     """The bare training and inference rates on the network and protocol of CE for this benchmark."""
-    from .trainer import CUDA_GRAPH_MODES, compile_mode_for, make_optimizer
+    from .trainer import compile_mode_for, make_optimizer, uses_cuda_graphs
 
     spec, prep, _ = build(a, "ce")
     cfg = spec.train
@@ -342,10 +342,11 @@ def measure_bare(a, device: torch.device, run: int) -> dict:
     mode = compile_mode_for(cfg, device)         # as the trainer resolves it
     if mode is not None:
         net.compile(mode=mode)
+    graphs = uses_cuda_graphs(mode, device)
     opt = make_optimizer(list(net.parameters()), cfg, device)
     tr = bare_train(net, opt, batch_size=cfg.batch_size, steps=a.bare_steps, warmup=a.warmup, shape=shape,
                     num_classes=k, device=device, amp=cfg.amp, channels_last=cfg.channels_last, seed=run,
-                    cuda_graphs=device.type == "cuda" and mode in CUDA_GRAPH_MODES)
+                    cuda_graphs=graphs)
     inf = bare_infer(net, batch_size=cfg.infer_batch_size, batches=max(a.bare_steps // 4, 2), warmup=2,
                      shape=shape, num_classes=k, device=device, amp=cfg.amp, channels_last=cfg.channels_last,
                      seed=run + 1000)
@@ -359,7 +360,7 @@ def measure_bare(a, device: torch.device, run: int) -> dict:
             "train_steps": tr.steps, "train_images": tr.images,
             "batch_size": cfg.batch_size, "infer_batch_size": cfg.infer_batch_size,
             "backbone": spec.backbone, "amp": cfg.amp and device.type == "cuda",
-            "channels_last": cfg.channels_last, "compile": mode, "cuda_graphs": device.type == "cuda" and mode in CUDA_GRAPH_MODES}
+            "channels_last": cfg.channels_last, "compile": mode, "cuda_graphs": graphs}
 
 
 # ---------------------------------------------------------------------------------------------

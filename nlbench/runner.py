@@ -429,11 +429,6 @@ def _versions(device: torch.device) -> dict:
     return v
 
 
-def _runtime(spec: RunSpec, trainer) -> dict:
-    """How the run was executed (not what it computed): the compile mode resolved from train.compile."""
-    return {"compiled": trainer.compile_mode, "cuda_graphs": trainer.cuda_graphs}
-
-
 def final_metrics(history: list[dict], primary: str) -> dict:
     accs = [h[primary] for h in history if primary in h]
     if not accs:
@@ -532,7 +527,8 @@ def _execute(spec: RunSpec, log, path: Path) -> dict:
                       "optim_plan": None if trainer.plan is None else trainer.plan.to_dict()},
         "val_split": prep.val,
         "config": spec.resolved, "git": git, "versions": _versions(spec.device),
-        "runtime": _runtime(spec, trainer), "history": res.history,
+        # how the run executed, not what it computed: the compile mode train.compile resolved to
+        "runtime": {"compiled": trainer.compile_mode, "cuda_graphs": trainer.cuda_graphs}, "history": res.history,
         "final": {**final_metrics(res.history, primary), "headline": spec.headline},
         "wall_s": res.wall_s, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "elapsed_this_call_s": time.time() - t0,

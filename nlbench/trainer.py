@@ -133,6 +133,11 @@ def compile_mode_for(cfg: TrainConfig, device: torch.device) -> str | None:
     return cfg.compile_mode if on else None
 
 
+def uses_cuda_graphs(mode: str | None, device: torch.device) -> bool:
+    """Whether compile ``mode`` on ``device`` captures CUDA graphs (then each step's start is marked)."""
+    return device.type == "cuda" and mode in CUDA_GRAPH_MODES
+
+
 def make_optimizer(params: list, cfg: TrainConfig, device: torch.device,
                    plan: OptimPlan | None = None) -> torch.optim.Optimizer:
     """The protocol's optimiser (or the method's ``plan``) over ``params``. On CUDA the fused
@@ -201,7 +206,7 @@ class Trainer:
             # in place (Module.compile): the state_dict keys, so checkpoints, stay those of the eager net
             for net in method.nets:
                 net.compile(mode=self.compile_mode)
-        self.cuda_graphs = cuda and self.compile_mode in CUDA_GRAPH_MODES
+        self.cuda_graphs = uses_cuda_graphs(self.compile_mode, device)
         self.plan: OptimPlan | None = method.optim_plan()
         self.optimizers = [self._optimizer(group) for group in method.param_groups()]
 
