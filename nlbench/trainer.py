@@ -195,8 +195,7 @@ class Trainer:
         self.diagnose_train = diagnose_train     # extra eval pass per epoch: fit of clean vs mislabeled samples
         self.log = log or (lambda s: print(s, file=sys.stderr, flush=True))
         self.log_epochs = log_epochs             # False (verbosity=quiet): no line per epoch
-        cuda = device.type == "cuda"
-        if cuda:  # fixed input shapes: let cuDNN pick the fastest convolution algorithms once
+        if device.type == "cuda":  # fixed input shapes: let cuDNN pick the fastest convolution algorithms once
             torch.backends.cudnn.benchmark = True
         if cfg.channels_last:
             for net in method.nets:
