@@ -26,7 +26,7 @@ precision 0.91 at the last epoch against 0.99).
 
 Known weakness (measured at ``scale=cpu`` only, CIFAR-10 sym0.8; RESULTS.md, issue 8): with these
 defaults the run fell to a one-class fixed point (test accuracy 10-12.5%) in 4 of 5 seeds, DivideMix in
-none of 5; ``labeled_entry=noisy`` did not fall on the one fallen seed tried. At sym0.4, sym0.6 and
+none of 5; ``labeled_entry=noisy`` did not fall on the two fallen seeds tried. At sym0.4, sym0.6 and
 asym0.4 no run fell. Try ``labeled_entry=noisy`` when the clean/noisy split is this weak.
 """
 from __future__ import annotations
