@@ -127,7 +127,7 @@ def test_missing_listing_commands_make_exactly_the_missing_runs(golden):
     assert ("ce", "cifar10", "sym0.4", 2) not in keys        # diverged: present, failed
     assert ("ce", "cifar10", "sym0.4", 3) in keys and ("gce", "cifar10", "sym0.2", 0) not in keys
     for (item, scale), miss in res.missing.items():
-        lines = rp._missing_commands(miss, scale, "")
+        lines = rp.missing_commands(miss, scale, "")
         made = set()
         for line in lines:
             assert line in report_md or item not in ("table3", "fig3")

@@ -1,5 +1,6 @@
-"""The report's figures: each function computes the DataFrame it plots, draws it, writes the files and
-returns the DataFrame (tests check figures by the data they show).
+"""Step 3 of the report, figures: each figure function computes the DataFrame it plots, draws it,
+writes the files and returns the DataFrame (tests check figures by the data they show);
+:func:`figure_sections` and :func:`dynamics_sections` make the REPORT.md sections around them.
 
 Figures are drawn on a bare :class:`matplotlib.figure.Figure` with the Agg canvas (no pyplot state, no
 display needed) in seaborn's whitegrid style. Every series differs by marker and line style (bars by
@@ -14,7 +15,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from .report import Cell, Run, method_name, method_sort_key
+from .cells import Cell, Index, config_diff, expected_runs
+from .output import Section, Writer, missing_md, report_scales, row_label
+from .records import DATASET_NAMES, Run, method_name, method_sort_key
 
 STYLES = [("o", "-"), ("s", "--"), ("^", "-."), ("D", ":"), ("v", "-"), ("P", "--"), ("X", "-."), ("*", ":"),
           ("<", "-"), (">", "--"), ("h", "-."), ("p", ":")]
@@ -245,3 +248,80 @@ def dynamics(kind: str, series: list[tuple[str, list[Run]]], stem: Path, *, subt
     fig.suptitle(_wrap(f"{kind.replace('_', ' ')} · {subtitle}", 60 * len(panels)), fontsize=10)
     _save(fig, theme, stem, formats=("png",))
     return df
+
+
+# ------------------------------------------------------------------------ report sections
+PAPER_FIGURES = {"fig1": fig1, "fig3": fig3, "fig4": fig4}
+
+
+def figure_sections(index: Index, scales: list[str] | None, w: Writer, results_arg: str) -> list[Section]:
+    res = w.result
+    sections = []
+    for key, title in (("fig1", "Figure 1: every method at 40% noise vs the clean-label upper bound"),
+                       ("fig3", "Figure 3: GSS-SB pool-update weights lambda1 and lambda2"),
+                       ("fig4", "Figure 4: GSS-SB / GSS-DB / GSS-SSL")):
+        sc = report_scales(key, index, scales)
+        if not sc:
+            sections.append(Section(title, f"No runs yet. `python -m nlbench run -m +experiment={key} scale=cpu"
+                                           f"{results_arg}` (or scale=paper on a GPU) makes them.\n"))
+        for scale in sc:
+            expected = expected_runs(key, scale)
+            matched, missing, unavailable = [], [], {}
+            for e in expected:
+                runs, err = index.match(e, scale)
+                if err:
+                    unavailable[e.method] = err
+                (matched.extend(runs) if runs else missing.append(e))
+            res.missing[(key, scale)] = missing
+            res.unavailable[(key, scale)] = unavailable
+            res.used.update(r.path for r in matched)
+            asked = defaultdict(int)
+            for e in expected:
+                asked[e.cell] += 1
+            n_asked = max(asked.values()) if asked else None
+            body, files = [], []
+            for tag in sorted({r.data_tag for r in matched}):
+                rs = [r for r in matched if r.data_tag == tag]
+                label = rs[0].data_label
+                stem = f"{key}_{scale}_{tag}"
+                subtitle = f"CIFAR-10 · scale={scale} · data: {label}"
+                df = PAPER_FIGURES[key](rs, w.out / stem, subtitle=subtitle, n_asked=n_asked)
+                res.figures[stem] = df
+                res.files += [w.out / f"{stem}.png", w.out / f"{stem}.pdf"]
+                files += [f"{stem}.png", f"{stem}.pdf"]
+                body.append(f"![{title}, scale={scale}, data: {label}]({stem}.png)\n\n"
+                            f"{CAPTIONS[key]} Data: {label}.\n")
+            if not matched:
+                body.append("No runs of this figure yet.\n")
+            body.append(missing_md(key, scale, expected, missing, unavailable, results_arg))
+            sections.append(Section(f"{title} (scale={scale})", "\n".join(body), files))
+    return sections
+
+
+def dynamics_sections(runs: list[Run], w: Writer) -> list[Section]:
+    """Beyond the paper: per (dataset, scale, data, noise), curves over epochs of every method."""
+    sections = []
+    groups = defaultdict(list)
+    for r in runs:
+        if r.ok and r.history:
+            groups[(r.dataset, r.scale, r.data_tag, r.noise)].append(r)
+    for (ds, scale, tag, noise) in sorted(groups):
+        rs = groups[(ds, scale, tag, noise)]
+        series = defaultdict(list)
+        for r in rs:
+            diff = config_diff(r)
+            series[row_label(r.method, ", ".join(diff))].append(r)
+        order = sorted(series, key=lambda s: (method_sort_key(series[s][0].method), s))
+        sub = f"{DATASET_NAMES.get(ds, ds)} · {noise} · scale={scale} · data: {rs[0].data_label}"
+        body, files = [], []
+        for kind in DYNAMICS:
+            stem = f"dynamics/{kind}_{ds}_{scale}_{tag}_{noise}"
+            df = dynamics(kind, [(s, series[s]) for s in order], w.out / stem, subtitle=sub)
+            if df is None:
+                continue
+            w.result.figures[stem] = df
+            w.result.files.append(w.out / f"{stem}.png")
+            files.append(f"{stem}.png")
+            body.append(f"![{kind}, {sub}]({stem}.png)\n\n{CAPTIONS[kind]}\n")
+        sections.append(Section(sub, "\n".join(body), files))
+    return sections

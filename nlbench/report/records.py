@@ -1,0 +1,153 @@
+"""Step 1 of the report: run records -> :class:`Run` objects (one per usable record), and the names
+the tables print. A malformed file is skipped with its reason, never fatal."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import store
+from ..registry import ConfigError
+
+METHOD_NAMES = {"ce": "CE", "gce": "GCE", "sl": "SL", "elr_plus": "ELR+", "coteaching": "Co-teaching",
+                "jocor": "JoCoR", "dividemix": "DivideMix", "gss_sb": "GSS-SB", "gss_db": "GSS-DB",
+                "gss_ssl": "GSS-SSL"}
+METHOD_ORDER = list(METHOD_NAMES)
+NOISE_KIND_ORDER = ["clean", "sym", "sym_other", "asym", "asym_super", "pairflip", "human", "real"]
+DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "clothing1m": "Clothing1M",
+                 "webvision": "WebVision", "digits": "digits"}
+HEADLINE = "last-epoch test accuracy (%)"
+
+
+def method_name(m: str) -> str:
+    return METHOD_NAMES.get(m, m)
+
+
+def method_sort_key(m: str):
+    return (METHOD_ORDER.index(m) if m in METHOD_ORDER else len(METHOD_ORDER), m)
+
+
+@dataclass
+class Run:
+    """One record, with the fields the report groups on read once."""
+
+    path: str                   # relative to results_dir
+    rec: dict
+    method: str
+    dataset: str
+    scale: str
+    noise: str
+    noise_kind: str
+    seed: int
+    status: str
+    acc_last: float | None
+    acc_best: float | None
+    data_tag: str               # official | nonofficial | unchecked | embedded | local
+    data_label: str
+    build: str                  # git commit (10 chars), "+dirty" when the tree had changes
+    device: str
+
+    @property
+    def effective(self) -> dict:
+        return self.rec.get("effective") or {}
+
+    @property
+    def history(self) -> list[dict]:
+        h = self.rec.get("history")
+        return h if isinstance(h, list) else []
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "completed"
+
+    def value(self, metric: str) -> float | None:
+        """``acc_last``/``acc_best`` from the final block, else the last epoch's value of a history key."""
+        if metric in ("acc_last", "acc_best"):
+            return getattr(self, metric)
+        fin = self.rec.get("final") or {}
+        v = fin.get(f"last_{metric}")
+        if v is None and self.history:
+            v = self.history[-1].get(metric)
+        return num(v)
+
+    def resolve_auto(self, composed: dict) -> dict:
+        """``composed`` (a config this checkout composes for the run's cell) with ``forget_rate: auto``
+        resolved as the run resolved it: from the noise config and the class count alone (the record
+        holds the number, never ``auto``)."""
+        from ..runner import resolve_auto_rates
+
+        params = composed.get("method_params") if isinstance(composed, dict) else None
+        if not isinstance(params, dict) or "auto" not in params.values():
+            return composed
+        noise = self.effective.get("noise") or composed.get("noise") or {}
+        classes = (self.rec.get("data") or {}).get("classes") or []
+        try:
+            params = resolve_auto_rates(params, noise, dataset=self.dataset, num_classes=len(classes))
+        except (ConfigError, KeyError, TypeError):   # a noise with no expected rate, or an odd old record
+            return composed
+        return {**composed, "method_params": params}
+
+    def param(self, name: str):
+        return (self.effective.get("method_params") or {}).get(name)
+
+
+def num(v) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+
+def provenance(rec: dict) -> tuple[str, str]:
+    """(tag, words) for the data copy a record was trained on; records of different tags never mix."""
+    d = rec.get("data") or {}
+    if "md5_ok" in d:
+        return {True: ("official", "official files (MD5 verified)"),
+                False: ("nonofficial", "local copy (files differ from the official MD5s)"),
+                }.get(d["md5_ok"], ("unchecked", "files not checked against the official MD5s"))
+    if d.get("source"):
+        return "embedded", f"embedded ({d['source']})"
+    return "local", "local files (official file lists, no checksum)"
+
+
+def _malformed(rec) -> str | None:
+    if rec is None:
+        return "unreadable or not valid JSON"
+    if not isinstance(rec, dict):
+        return "not a JSON object"
+    if "schema_version" not in rec:
+        return "not a run record (no schema_version)"
+    missing = [k for k in ("method", "dataset", "scale", "seed", "status") if rec.get(k) is None]
+    if not isinstance(rec.get("noise"), dict) or not rec["noise"].get("name"):
+        missing.append("noise.name")
+    if missing:
+        return f"missing {', '.join(missing)}"
+    if not isinstance(rec["seed"], int) or isinstance(rec["seed"], bool):
+        return f"seed {rec['seed']!r} is not an integer"
+    if rec["status"] not in store.FINAL_STATUSES:
+        return f"status {rec['status']!r} is not one of {', '.join(store.FINAL_STATUSES)}"
+    if rec["status"] == "completed" and num((rec.get("final") or {}).get("acc_last")) is None:
+        return "completed but final.acc_last is missing"
+    return None
+
+
+def load_runs(results_dir: str | Path) -> tuple[list[Run], list[tuple[str, str]]]:
+    """Every record under ``results_dir`` as a :class:`Run`, and the files skipped with the reason."""
+    root = Path(results_dir)
+    runs, skipped = [], []
+    for p in sorted(root.rglob("*.json")):
+        rel = p.relative_to(root).as_posix()
+        rec = store.read_record(p)
+        reason = _malformed(rec)
+        if reason:
+            skipped.append((rel, reason))
+            continue
+        fin, git = rec.get("final") or {}, rec.get("git") or {}
+        tag, label = provenance(rec)
+        build = (str(git.get("commit") or "unknown")[:10]) + ("+dirty" if git.get("dirty") else "")
+        runs.append(Run(path=rel, rec=rec, method=str(rec["method"]), dataset=str(rec["dataset"]),
+                        scale=str(rec["scale"]), noise=str(rec["noise"]["name"]),
+                        noise_kind=str(rec["noise"].get("kind", "")), seed=rec["seed"], status=rec["status"],
+                        acc_last=num(fin.get("acc_last")), acc_best=num(fin.get("acc_best")),
+                        data_tag=tag, data_label=label, build=build,
+                        device=str((rec.get("versions") or {}).get("device", "unknown"))))
+    return runs, skipped
+
+

@@ -1,0 +1,295 @@
+"""Step 3 of the report: the paper's Tables 3 and 4 (ours beside the published numbers, as markdown,
+LaTeX and CSV) and the summary tables of every run outside them."""
+from __future__ import annotations
+
+import csv
+import io
+from collections import defaultdict
+from dataclasses import dataclass
+from importlib import resources
+
+from .cells import Cell, Index, config_diff, expected_runs, split_versions
+from .output import Section, Writer, missing_md, row_label
+from .records import DATASET_NAMES, HEADLINE, NOISE_KIND_ORDER, Run, method_name, method_sort_key, num
+
+
+def cell_text(c: Cell | None, *, paper: tuple | None, bold: bool, tex: bool = False, show_paper: bool) -> str:
+    pm = "$\\pm$" if tex else "±"
+    if c is None or (c.n == 0 and c.n_diverged == 0):
+        ours = "--" if tex else "—"
+    elif c.n == 0:
+        ours = f"diverged ({c.n_diverged})"
+    else:
+        ours = f"{c.mean:.2f}" + (f" {pm} {c.std:.2f}" if c.std is not None else "")
+        if bold:
+            ours = f"\\textbf{{{ours}}}" if tex else f"**{ours}**"
+        ours += f" ({c.n}/{c.asked})" + ("$^{*}$" if tex else "*") if c.short else f" ({c.n})"
+        if c.n_diverged:
+            ours += f"$^{{\\dagger{c.n_diverged}}}$" if tex else f" †{c.n_diverged}"
+    if show_paper:
+        ours += f" [{paper[0]:.2f}]" if paper else (" [--]" if tex else " [—]")
+    return ours
+
+
+def _tex(s: str) -> str:
+    return s.replace("\\", "\\textbackslash{}").replace("&", "\\&").replace("%", "\\%").replace("_", "\\_") \
+        .replace("#", "\\#")
+
+
+def md_table(header: list[str], rows: list[list[str]]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(out) + "\n"
+
+
+def csv_text(header: list[str], rows: list[list]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    for r in rows:
+        w.writerow(["" if v is None else (f"{v:.4f}" if isinstance(v, float) else v) for v in r])
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------------- paper data
+def paper_csv(name: str) -> list[dict]:
+    with resources.files("nlbench").joinpath("paper_data", name).open() as f:
+        return list(csv.DictReader(f))
+
+
+@dataclass(frozen=True)
+class Column:
+    group: str        # "Symmetric"
+    sub: str          # "20%"
+    noise: str        # the noise config name the cell is made of
+    metric: str       # "acc_last" or a history key ("webvision_top5")
+    paper: tuple      # key into the paper values
+
+
+@dataclass(frozen=True)
+class Block:
+    dataset: str
+    columns: tuple[Column, ...]
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    key: str
+    experiment: str
+    title: str
+    blocks: tuple[Block, ...]
+    paper_note: str
+
+
+def _t3_columns() -> tuple[Column, ...]:
+    cols = [Column("Symmetric", f"{int(r * 100)}%", f"sym{r}", "acc_last", ("sym", r)) for r in (0.2, 0.4, 0.6, 0.8)]
+    cols += [Column("Asymmetric", f"{int(r * 100)}%", f"asym{r}", "acc_last", ("asym", r)) for r in (0.2, 0.3, 0.4)]
+    return tuple(cols)
+
+
+TABLES = (
+    TableSpec("table3", "table3", "Table 3: CIFAR-10 / CIFAR-100, synthetic noise",
+              (Block("cifar10", _t3_columns()), Block("cifar100", _t3_columns())),
+              "the paper's Table 3 (ResNet18, paper protocol, mean of five runs)"),
+    TableSpec("table4", "table4", "Table 4: real-world noise",
+              (Block("clothing1m", (Column("Clothing1M", "top-1", "real", "test_top1", ("clothing1m_top1",)),)),
+               Block("webvision", (Column("WebVision", "top-1", "real", "webvision_top1", ("webvision_top1",)),
+                                   Column("WebVision", "top-5", "real", "webvision_top5", ("webvision_top5",)),
+                                   Column("ILSVRC12", "top-1", "real", "imagenet_top1", ("ilsvrc12_top1",)),
+                                   Column("ILSVRC12", "top-5", "real", "imagenet_top5", ("ilsvrc12_top5",))))),
+              "the paper's Table 4 (ResNet-50, paper protocol)"),
+)
+
+
+def paper_values() -> dict:
+    """(table, dataset, method, column paper key) -> (mean, std or None)."""
+    out = {}
+    for r in paper_csv("table3.csv"):
+        out[("table3", r["dataset"], r["method"], (r["noise_type"], float(r["noise_rate"])))] = \
+            (float(r["acc_mean"]), float(r["acc_std"]))
+    for r in paper_csv("table4.csv"):
+        for k, v in r.items():
+            if k not in ("method", "paper_name") and v:
+                ds = "clothing1m" if k.startswith("clothing1m") else "webvision"
+                out[("table4", ds, r["method"], (k,))] = (float(v), None)
+    return out
+
+
+def table_section(spec: TableSpec, scale: str, index: Index, paper: dict, w: Writer,
+                     results_arg: str) -> Section:
+    res = w.result
+    expected = expected_runs(spec.experiment, scale)
+    asked = defaultdict(int)
+    matched: dict[tuple, list[Run]] = defaultdict(list)
+    missing, unavailable = [], {}
+    for e in expected:
+        asked[(e.method, e.dataset, e.noise)] += 1
+        runs, err = index.match(e, scale)
+        if err:
+            unavailable[e.method] = err
+        if runs:
+            matched[(e.method, e.dataset, e.noise)] += runs
+            res.used.update(r.path for r in runs)
+        else:
+            missing.append(e)
+    res.missing[(spec.key, scale)] = missing
+    res.unavailable[(spec.key, scale)] = unavailable
+    exp_methods = list(dict.fromkeys(e.method for e in expected))
+
+    md_parts, tex_parts, csv_rows = [], [], []
+    for block in spec.blocks:
+        ds = block.dataset
+        runs_ds = [r for (m, d, n), rs in matched.items() if d == ds for r in rs]
+        tags = sorted({r.data_tag for r in runs_ds}) or [None]
+        paper_methods = {m for (t, d, m, _) in paper if t == spec.key and d == ds}
+        methods = sorted(set(exp_methods) | set(paper_methods) | {r.method for r in runs_ds}, key=method_sort_key)
+        for tag in tags:
+            label = next((r.data_label for r in runs_ds if r.data_tag == tag), "no runs yet")
+            rows: list[tuple[str, str]] = []
+            cells: dict[tuple, Cell] = {}
+            notes = []
+            for m in methods:
+                variants = {}
+                for col in block.columns:
+                    rs = [r for r in matched.get((m, ds, col.noise), []) if r.data_tag == tag]
+                    for v, vr, note in (split_versions(rs) if rs else []):
+                        variants.setdefault(v, None)
+                        cells[(m, v, col)] = Cell(vr, asked.get((m, ds, col.noise)) or None, col.metric, v, note)
+                        if note:
+                            notes.append(f"{row_label(m, v)}, {col.group} {col.sub}: {note}")
+                rows += [(m, v) for v in (variants or [""])]
+            best = {}
+            for col in block.columns:
+                means = [c.mean for (m, v, cc), c in cells.items() if cc == col and c.mean is not None]
+                best[col] = max(means) if means else None
+
+            def text(m, v, col, tex=False):
+                c = cells.get((m, v, col))
+                return cell_text(c, paper=paper.get((spec.key, ds, m, col.paper)),
+                                 bold=c is not None and c.mean is not None and c.mean == best[col], tex=tex,
+                                 show_paper=m in paper_methods)
+
+            heading = (f"**{DATASET_NAMES.get(ds, ds)}** · scale={scale} · data: {label} · {HEADLINE}, "
+                       f"mean ± std over seeds (runs) [{spec.paper_note}]")
+            header = ["Method"] + [f"{c.group} {c.sub}" if c.group != c.sub else c.sub for c in block.columns]
+            md_rows = [[row_label(m, v)] + [text(m, v, col) for col in block.columns] for m, v in rows]
+            md_parts.append(heading + "\n\n" + md_table(header, md_rows)
+                            + "".join(f"\n- {n}" for n in notes) + ("\n" if notes else ""))
+            tex_parts.append(_tex_block(spec, block, scale, label, rows,
+                                        {k: text(*k, tex=True) for k in ((m, v, col) for m, v in rows
+                                                                         for col in block.columns)}))
+            for m, v in rows:
+                for col in block.columns:
+                    c = cells.get((m, v, col)) or Cell([], asked.get((m, ds, col.noise)) or None, col.metric, v)
+                    p = paper.get((spec.key, ds, m, col.paper))
+                    csv_rows.append([spec.key, scale, ds, tag or "", m, method_name(m), v,
+                                     f"{col.group} {col.sub}", col.noise, col.metric, c.mean, c.std, c.n,
+                                     c.asked, c.n_diverged, int(c.mean is not None and c.mean == best[col]),
+                                     p[0] if p else None, p[1] if p else None,
+                                     " ".join(map(str, c.seeds)), c.note])
+    legend = ("Cells: mean ± sample std over the runs (seeds) that completed, the run count in parentheses; "
+              "`(n/k)*` fewer runs than the experiment asks for; `†k` k runs diverged (failed, not in the mean); "
+              "`[x]` the paper's value; best of ours per column in bold. "
+              f"Numbers at scale={scale} " + ("are paper-protocol numbers." if scale == "paper" else
+                                                "come from a reduced protocol and are not comparable to the paper's."))
+    md = f"## {spec.title} (scale={scale})\n\n" + "\n".join(md_parts) + "\n" + legend + "\n"
+    stem = f"{spec.key}_{scale}"
+    res.tables[f"{stem}.md"] = md
+    w.text(f"{stem}.md", md)
+    w.text(f"{stem}.tex", "\n".join(tex_parts))
+    w.text(f"{stem}.csv", csv_text(["table", "scale", "dataset", "data", "method", "method_name", "variant",
+                                    "column", "noise", "metric", "mean", "std", "n", "n_asked", "n_diverged",
+                                    "best", "paper_mean", "paper_std", "seeds", "note"], csv_rows))
+    body = "\n".join(md_parts) + "\n" + legend + "\n\n" + missing_md(spec.experiment, scale, expected, missing,
+                                                                     unavailable, results_arg)
+    return Section(f"{spec.title} (scale={scale})", body, [f"{stem}.md", f"{stem}.tex", f"{stem}.csv"])
+
+
+def _tex_block(spec: TableSpec, block: Block, scale: str, label: str, rows, texts) -> str:
+    cols = block.columns
+    groups = []
+    for c in cols:
+        if groups and groups[-1][0] == c.group:
+            groups[-1][1] += 1
+        else:
+            groups.append([c.group, 1])
+    lines = [f"% {spec.title}; {DATASET_NAMES.get(block.dataset, block.dataset)}; scale={scale}; data: {label}.",
+             "% Generated by `python -m nlbench report` from the run records; needs \\usepackage{booktabs}.",
+             "\\begin{table}[t]", "\\centering", "\\small", f"\\begin{{tabular}}{{l{'c' * len(cols)}}}", "\\toprule"]
+    if any(n > 1 for _, n in groups):
+        lines.append(" & " + " & ".join(f"\\multicolumn{{{n}}}{{c}}{{{_tex(g)}}}" for g, n in groups) + " \\\\")
+        rules, start = [], 2
+        for _, n in groups:
+            rules.append(f"\\cmidrule(lr){{{start}-{start + n - 1}}}")
+            start += n
+        lines.append("".join(rules))
+        lines.append("Method & " + " & ".join(_tex(c.sub) for c in cols) + " \\\\")
+    else:
+        lines.append("Method & " + " & ".join(_tex(f"{c.group} {c.sub}") for c in cols) + " \\\\")
+    lines.append("\\midrule")
+    for m, v in rows:
+        lines.append(_tex(row_label(m, v)) + " & " + " & ".join(texts[(m, v, c)] for c in cols) + " \\\\")
+    lines += ["\\bottomrule", "\\end{tabular}",
+              f"\\caption{{{_tex(DATASET_NAMES.get(block.dataset, block.dataset))}, scale={_tex(scale)}, "
+              f"data: {_tex(label)}. {_tex(HEADLINE)}, mean $\\pm$ std over seeds (runs); "
+              f"[\\,] {_tex(spec.paper_note)}.}}", "\\end{table}", ""]
+    return "\n".join(lines)
+
+
+def _noise_key(r: Run):
+    k = r.noise_kind
+    return (NOISE_KIND_ORDER.index(k) if k in NOISE_KIND_ORDER else len(NOISE_KIND_ORDER),
+            float((r.rec.get("noise") or {}).get("nominal_rate") or 0), r.noise)
+
+
+def summary_sections(runs: list[Run], w: Writer) -> list[Section]:
+    """Every run no paper table or figure used: per dataset and scale, noise x method rows."""
+    sections = []
+    by_ds = defaultdict(list)
+    for r in runs:
+        by_ds[(r.dataset, r.scale)].append(r)
+    for (ds, scale) in sorted(by_ds):
+        rs_all = by_ds[(ds, scale)]
+        md_parts, csv_rows = [], []
+        for tag in sorted({r.data_tag for r in rs_all}):
+            rs = [r for r in rs_all if r.data_tag == tag]
+            groups = defaultdict(list)
+            for r in rs:
+                groups[(r.noise, r.method, config_diff(r))].append(r)
+            keys = sorted(groups, key=lambda k: (_noise_key(groups[k][0]), method_sort_key(k[1]), k[2]))
+            rows = []
+            for noise, m, diff in keys:
+                actual = [num((r.rec.get("noise") or {}).get("actual_rate")) for r in groups[(noise, m, diff)]]
+                actual = [a for a in actual if a is not None]
+                noise_txt = noise + (f" ({100 * sum(actual) / len(actual):.1f}% actual)" if actual else "")
+                for v, vr, note in split_versions(groups[(noise, m, diff)]):
+                    last, best = Cell(vr, None, "acc_last"), Cell(vr, None, "acc_best")
+                    variant = ", ".join(diff) + (f"; {v}" if v and diff else v)
+                    div = [r.seed for r in vr if r.status == "diverged"]
+                    notes = ([f"{len(div)} diverged (seed {', '.join(map(str, div))})"] if div else []) + \
+                            ([note] if note else [])
+
+                    def ms(c):
+                        return "—" if c.mean is None else f"{c.mean:.2f}" + (f" ± {c.std:.2f}" if c.std is not None else "")
+                    rows.append([noise_txt, row_label(m, variant), ms(last), ms(best),
+                                 f"{last.n}: {', '.join(str(r.seed) for r in vr if r.ok)}" if last.n else "0",
+                                 "; ".join(notes)])
+                    csv_rows.append([ds, scale, tag, noise, (sum(actual) / len(actual)) if actual else None, m,
+                                     variant, last.mean, last.std, best.mean, best.std, last.n, len(div),
+                                     " ".join(str(r.seed) for r in vr), "; ".join(notes)])
+                    w.result.other.update(r.path for r in vr)
+            md_parts.append(f"**{DATASET_NAMES.get(ds, ds)}** · scale={scale} · data: {rs[0].data_label}\n\n"
+                            + md_table(["Noise", "Method", "Last epoch", "Best epoch (test-selected)", "Seeds",
+                                        "Notes"], rows))
+        legend = ("Last epoch: the headline, mean ± sample std over seeds. Best epoch: the best test accuracy "
+                  "of each run, selected on the test set (optimistic; papers mix the two). A method label in "
+                  "parentheses lists what differs from this checkout's default config.")
+        md = "\n".join(md_parts) + "\n" + legend + "\n"
+        stem = f"summary_{ds}_{scale}"
+        w.result.tables[f"{stem}.md"] = md
+        w.text(f"{stem}.md", md)
+        w.text(f"{stem}.csv", csv_text(["dataset", "scale", "data", "noise", "actual_rate", "method", "variant",
+                                        "last_mean", "last_std", "best_mean", "best_std", "n", "n_diverged",
+                                        "seeds", "note"], csv_rows))
+        sections.append(Section(f"{DATASET_NAMES.get(ds, ds)}, scale={scale}", md, [f"{stem}.md", f"{stem}.csv"]))
+    return sections
