@@ -18,92 +18,13 @@ Exit codes: 0 completed; 1 a run failed while training (recorded as ``failed``);
 """
 from __future__ import annotations
 
-import re
 import sys
 
-from .experiments import SWEEPS_KEY, expand, expand_sweep, with_grids  # noqa: F401  (expand_sweep re-exported)
-from .hydra_setup import CONF_DIR, RATE_FAMILIES, register_resolvers
+from .config import GROUPS, compose, group_choices
+from .experiments import expand, expand_sweep, with_grids
 from .registry import ConfigError
 
-GROUPS = ("method", "dataset", "noise", "backbone", "scale", "experiment")
 USAGE = "usage: python -m nlbench {run,validate,list,runs,report} [-m] [--dry-run] [key=value ...]"
-
-
-def group_choices(group: str, overrides: list[str] = ()) -> list[str]:
-    """The config files of ``group`` in conf/ and in every extra config folder (plugins)."""
-    from .plugins import conf_dirs
-
-    return sorted({p.stem for d in (CONF_DIR, *conf_dirs(overrides)) for p in (d / group).glob("*.yaml")})
-
-
-def add_or_override(overrides: list[str]) -> list[str]:
-    """train.<key> and method.params.<key> may name keys the yaml leaves out (train.warmup_epochs,
-    a method's hyperparameters): add-or-override them (``++``); build_spec then checks each name
-    against the valid ones and lists them (Hydra alone would only say "Could not override")."""
-    overrides = [f"++{o}" if o.startswith(("train.", "method.params.")) and "=" in o else o for o in overrides]
-    # a method parameter set on the command line wins over the yaml's params_by_dataset/params_by_noise:
-    # it is kept apart under method.params_cli (runner.resolve_method_params applies it last)
-    return [f"++method.params_cli.{o.lstrip('+')[len('method.params.'):]}"
-            if o.lstrip("+").startswith("method.params.") and "=" in o else o for o in overrides]
-
-
-def compose(overrides: list[str]):
-    """Compose the Hydra config; Hydra's errors become ConfigError with the valid choices."""
-    from hydra import compose as hy_compose, initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf import OmegaConf, open_dict
-    from omegaconf.errors import OmegaConfBaseException
-
-    from .plugins import conf_search_overrides
-
-    register_resolvers()
-    for o in overrides:
-        key, _, val = o.lstrip("+~").partition("=")
-        if key in GROUPS and val and val not in group_choices(key, overrides):
-            fam = re.match(rf"^({'|'.join(sorted(RATE_FAMILIES, key=len, reverse=True))})([0-9.]+)$", val)
-            hint = f"; for any rate use noise={fam.group(1)} noise.rate={fam.group(2)}" if key == "noise" and fam else ""
-            raise ConfigError(f"unknown {key} {val!r}; valid choices: {', '.join(group_choices(key, overrides))}{hint}")
-    overrides = conf_search_overrides(overrides) + add_or_override(overrides)
-    try:
-        with initialize_config_dir(version_base=None, config_dir=str(CONF_DIR), job_name="nlbench"):
-            cfg = hy_compose(config_name="config", overrides=overrides)
-        if SWEEPS_KEY in cfg:  # an experiment's list of grids is for the CLI, not part of a run
-            with open_dict(cfg):
-                del cfg[SWEEPS_KEY]
-        check_noise_rate(cfg, overrides)
-        return cfg
-    except (HydraException, OmegaConfBaseException, ValueError) as e:
-        if isinstance(e, ConfigError):
-            raise
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        m = re.match(r"Could not override '([^']+)'", first)
-        if m:  # an unknown key: name it and the keys valid at its level
-            parent, _, _ = m.group(1).rpartition(".")
-            try:
-                groups = [o for o in overrides if o.lstrip("+~").partition("=")[0] in GROUPS]
-                with initialize_config_dir(version_base=None, config_dir=str(CONF_DIR), job_name="nlbench"):
-                    node = OmegaConf.select(hy_compose(config_name="config", overrides=groups), parent) \
-                        if parent else hy_compose(config_name="config", overrides=groups)
-                valid = ", ".join(sorted(str(k) for k in node.keys())) if hasattr(node, "keys") else ""
-            except (HydraException, OmegaConfBaseException, ValueError):
-                valid = ""
-            if valid:
-                raise ConfigError(f"unknown config key {m.group(1)!r}; valid keys"
-                                  f"{' under ' + parent if parent else ''}: {valid}") from None
-        raise ConfigError(f"bad override: {first}") from None
-
-
-def check_noise_rate(cfg, overrides: list[str]) -> None:
-    """A rate family needs a rate; a fixed noise (human labels, real, clean) takes none."""
-    from omegaconf import OmegaConf
-
-    prefix = cfg.noise.get("prefix")
-    if prefix is not None and OmegaConf.is_missing(cfg.noise, "rate"):
-        raise ConfigError(f"noise={prefix} needs a rate: add noise.rate=<r> with r in [0, 1), e.g. noise.rate=0.3")
-    if prefix is None and any(o.lstrip("+~").partition("=")[0] == "noise.rate" for o in overrides):
-        raise ConfigError(f"noise {cfg.noise.name!r} has a fixed rate (set by its labels); noise.rate=<r> applies to "
-                          f"the rate families: {', '.join(f'noise={p}' for p in RATE_FAMILIES)}")
-
 
 RUN_HELP = """usage: python -m nlbench run [-m] [key=value ...]
        python -m nlbench validate [-m] [key=value ...]

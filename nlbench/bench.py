@@ -299,7 +299,7 @@ def _overrides(a, method: str, epochs: int | None) -> list[str]:
 
 def build(a, method: str):
     """(spec, prepared) of ``method`` as ``python -m nlbench run`` builds them, and the protocol's epochs."""
-    from .__main__ import compose
+    from .config import compose
     from .runner import build_spec, prepare
 
     protocol_epochs = build_spec(compose(_overrides(a, method, None))).train.epochs

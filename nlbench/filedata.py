@@ -28,7 +28,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 from torchvision.transforms import v2
 
-from .method import Batch
+from .common import Batch, progress_bar
 from .registry import ConfigError, DataError
 
 __all__ = ["FileData", "FileStream", "load_clothing1m", "load_webvision",
@@ -670,8 +670,6 @@ class FileStream:
         return self._run(net, dataset, idx)
 
     def _run(self, net: nn.Module, dataset: Dataset, idx: torch.Tensor) -> torch.Tensor:
-        from .trainer import progress_bar
-
         was_training = net.training
         net.eval()
         out = []

@@ -98,7 +98,7 @@ def check_launcher(hydra_args: list[str], search: list[str]) -> None:
 def launch(members, overrides: list[str], hydra_args: list[str]):
     """Run the validated ``members`` through Hydra's multirun with ``hydra_args``; returns Outcomes."""
     from . import store
-    from .__main__ import add_or_override
+    from .config import add_or_override
     from .plugins import conf_search_overrides
     from .sweep import outcome_of
 

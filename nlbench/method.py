@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .common import Batch  # noqa: F401  (part of the contract: methods import it from here)
 from .registry import ConfigError, Registry, check_range
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -26,22 +27,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 METHODS: Registry = Registry("method")
-
-
-@dataclass
-class Batch:
-    """One training batch. ``x`` is the (first) augmented view, normalised, float, (B, C, H, W).
-
-    ``x2`` is a second, independently augmented view when the stream was asked for two views.
-    ``y`` are the *noisy* training labels (B,), ``idx`` the sample indices into the training set (B,).
-    ``tag`` lets custom streams say which part of a composite step a batch belongs to (e.g. "labeled").
-    """
-
-    x: torch.Tensor
-    y: torch.Tensor
-    idx: torch.Tensor
-    x2: torch.Tensor | None = None
-    tag: str = ""
 
 
 @dataclass

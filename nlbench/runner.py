@@ -161,7 +161,7 @@ def resolve_method_params(mcfg: dict, dataset: str, noise: str) -> dict:
 def _check_params_by_noise(method: str, mcfg: dict) -> None:
     """A misspelt params_by_noise key would silently do nothing: every key must name a noise config,
     optionally prefixed by a dataset (``cifar10/sym0.8``)."""
-    from .__main__ import group_choices
+    from .config import group_choices
 
     noises = group_choices("noise")
     for key in mcfg.get("params_by_noise") or {}:

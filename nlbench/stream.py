@@ -12,7 +12,7 @@ from typing import Iterator
 import torch
 import torch.nn as nn
 
-from .method import Batch
+from .common import Batch, progress_bar
 
 
 def _autocast(device: torch.device, enabled: bool):
@@ -123,8 +123,6 @@ class DeviceStream:
 
         The forwards run under ``torch.inference_mode`` (no autograd bookkeeping at all); the
         concatenation runs outside it, so the result is an ordinary tensor a method may change in place."""
-        from .trainer import progress_bar
-
         was_training = net.training
         net.eval()
         idx_all = torch.arange(self.num_train, device=self.device) if indices is None else indices.to(self.device)

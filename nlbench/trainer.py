@@ -22,6 +22,7 @@ from typing import Callable, Iterator
 
 import torch
 
+from .common import progress_bar
 from .method import Context, Method, OptimPlan
 from .metrics import belief_stats, confidence_stats, selection_stats, topk_correct
 from .registry import ConfigError, as_int, check_range
@@ -150,16 +151,6 @@ def make_optimizer(params: list, cfg: TrainConfig, device: torch.device,
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                            nesterov=cfg.nesterov, fused=fused)
-
-
-def progress_bar(it, *, enabled: bool, total: int | None = None, desc: str = ""):
-    """``it`` wrapped in a tqdm bar when ``enabled`` and stderr is a terminal (a log file gets the
-    trainer's line per epoch instead); else ``it`` itself."""
-    if not (enabled and sys.stderr.isatty()):
-        return it
-    from tqdm import tqdm
-
-    return tqdm(it, total=total, desc=desc, leave=False, dynamic_ncols=True)
 
 
 EvalSet = Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]]

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from nlbench import store
-from nlbench.__main__ import compose
+from nlbench.config import compose
 from nlbench.runner import build_spec, final_metrics, train_config_dict
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

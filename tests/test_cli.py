@@ -44,7 +44,7 @@ def test_subprocess_run_writes_record_then_skips_unless_forced(tmp_results, cli)
 
 def test_list_prints_every_registry(cli):
     import methods  # noqa: F401
-    from nlbench.__main__ import GROUPS, group_choices
+    from nlbench.config import GROUPS, group_choices
     from nlbench.backbones import BACKBONES
     from nlbench.data import DATASETS
     from nlbench.method import METHODS

@@ -53,7 +53,7 @@ def test_cli_bad_compile_mode_exits_2(cli, tmp_results):
 
 
 def test_compile_keeps_record_names_and_report_cells():
-    from nlbench.__main__ import compose
+    from nlbench.config import compose
     from nlbench.runner import build_spec
 
     eager = build_spec(compose(SMOKE))

@@ -13,7 +13,7 @@ from scipy.stats import kstest
 from methods import ssl_parts as S
 from methods.dividemix import DivideMix, SSLStep
 from methods.gss_ssl import GSSSemiSupervised
-from nlbench.__main__ import compose
+from nlbench.config import compose
 from nlbench.backbones import build_backbone
 from nlbench.data import load_dataset
 from nlbench.method import Context

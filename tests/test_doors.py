@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nlbench.__main__ import compose
+from nlbench.config import compose
 from nlbench.data import load_dataset
 from nlbench.method import Batch, Method, OptimPlan, StepOutput
 from nlbench.noise import NoiseContext, apply_noise, expected_rate

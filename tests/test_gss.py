@@ -7,7 +7,7 @@ import torch
 from scipy.stats import chisquare
 
 from methods.gss_pool import DirectionPool
-from nlbench.__main__ import compose
+from nlbench.config import compose
 from nlbench.registry import ConfigError
 from nlbench.runner import build_spec, execute
 

@@ -8,7 +8,7 @@ from conftest import SMOKE
 
 
 def _spec(*overrides):
-    from nlbench.__main__ import compose
+    from nlbench.config import compose
     from nlbench.runner import build_spec
 
     return build_spec(compose([*SMOKE, *overrides]))
@@ -29,7 +29,7 @@ def test_rate_family_name_comes_from_prefix_and_rate(overrides, name, kind, rate
 
 
 def test_every_shipped_preset_keeps_its_name():
-    from nlbench.__main__ import compose, group_choices
+    from nlbench.config import compose, group_choices
 
     for choice in group_choices("noise"):
         cfg = compose([f"noise={choice}"] + (["noise.rate=0.3"] if choice in ("sym", "symo", "asym", "asym_super",

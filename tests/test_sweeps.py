@@ -105,7 +105,7 @@ def test_threads_option_sets_torch_threads_for_the_run_only(tmp_results, cli):
     r = cli(["run", *SMOKE, "threads=0"], tmp_results)
     assert r.rc == 2 and "threads=0" in r.err and "positive" in r.err
     before = torch.get_num_threads()
-    from nlbench.__main__ import compose
+    from nlbench.config import compose
     from nlbench.runner import build_spec, execute
 
     spec = build_spec(compose([*SMOKE, "threads=1", f"results_dir={tmp_results.results}",

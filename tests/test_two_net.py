@@ -16,7 +16,7 @@ from methods.gss_db import GSSDoubleBranch
 from methods.gss_pool import DirectionPool
 from methods.jocor import JoCoR, jocor_loss
 from methods.small_loss import ForgetSchedule, keep_smallest
-from nlbench.__main__ import compose
+from nlbench.config import compose
 from nlbench.method import Batch, Context
 from nlbench.mixup import mixup_weight, sample_beta
 from nlbench.runner import build_spec, execute

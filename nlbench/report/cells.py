@@ -51,7 +51,7 @@ def semantic_config(overrides: list[str]) -> dict | str:
     or the ConfigError message when this checkout cannot build it (e.g. a method it does not have)."""
     key = tuple(overrides)
     if key not in _SEMANTIC:
-        from ..__main__ import compose
+        from ..config import compose
         from ..runner import build_spec
 
         try:

@@ -1,0 +1,35 @@
+"""Small pieces shared by the data layer (stream.py, filedata.py), the loop (trainer.py) and the method
+contract (method.py): the batch they hand each other and the progress bar they show. Kept below all
+of them, so that data, loop and methods each import downward only."""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Batch:
+    """One training batch. ``x`` is the (first) augmented view, normalised, float, (B, C, H, W).
+
+    ``x2`` is a second, independently augmented view when the stream was asked for two views.
+    ``y`` are the *noisy* training labels (B,), ``idx`` the sample indices into the training set (B,).
+    ``tag`` lets custom streams say which part of a composite step a batch belongs to (e.g. "labeled").
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    idx: torch.Tensor
+    x2: torch.Tensor | None = None
+    tag: str = ""
+
+
+def progress_bar(it, *, enabled: bool, total: int | None = None, desc: str = ""):
+    """``it`` wrapped in a tqdm bar when ``enabled`` and stderr is a terminal (a log file gets the
+    trainer's line per epoch instead); else ``it`` itself."""
+    if not (enabled and sys.stderr.isatty()):
+        return it
+    from tqdm import tqdm
+
+    return tqdm(it, total=total, desc=desc, leave=False, dynamic_ncols=True)
