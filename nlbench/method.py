@@ -135,6 +135,7 @@ class Context:
     step: int = 0                  # global optimisation step
     step_in_epoch: int = 0
     steps_per_epoch: int = 0       # of the default stream; custom streams may differ
+    lr_ramp_epochs: float = 0.0    # epochs of the lr schedule's linear ramp (onecycle warm-up), 0 without one
 
     def infer(self, net: nn.Module, indices: torch.Tensor | None = None) -> torch.Tensor:
         return self.stream.infer(net, indices=indices)

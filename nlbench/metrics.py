@@ -61,3 +61,30 @@ def confidence_stats(probs: torch.Tensor, noisy: torch.Tensor, true: torch.Tenso
         out[f"fit_true_{name}"] = (pred[m] == true[m]).float().mean().item() if n else float("nan")
     out["memorized"] = (pred[~clean] == noisy[~clean]).float().mean().item() if (~clean).any() else float("nan")
     return out
+
+
+#: a run has collapsed when one class takes at least this share of its test predictions
+COLLAPSE_SHARE = 0.9
+
+
+def collapse_status(last: dict, split: str = "test", share: float = COLLAPSE_SHARE) -> dict:
+    """Whether a run ended in a collapsed prediction, from its last history row ``last``.
+
+    Collapsed: one class takes >= ``share`` of the ``split`` predictions (``<split>_pred_top_share``,
+    the headline's predictions), or the method's labelled (selected) set holds one class or none of
+    the noisy labels (``sel_classes``). Returns ``{"collapsed": bool, "collapse_reason": str | None}``;
+    a row with neither number (no evaluation, no selection) gives ``collapsed: None`` (not known).
+    """
+    reasons, known = [], False
+    top = last.get(f"{split}_pred_top_share")
+    if top is not None:
+        known = True
+        if top >= share:
+            reasons.append(f"one class takes {100 * top:.0f}% of the {split} predictions")
+    sel = last.get("sel_classes")
+    if sel is not None:
+        known = True
+        if sel <= 1:
+            reasons.append(f"the labelled set holds {sel} class{'es' if sel != 1 else ''} "
+                           f"({last.get('sel_size', '?')} samples)")
+    return {"collapsed": bool(reasons) if known else None, "collapse_reason": "; ".join(reasons) or None}

@@ -72,6 +72,8 @@ class RunSpec:
         # pinned to false there so records written when it was a plain flag (default false) keep their names
         out["train"]["compile"] = False
         out["train"].pop("compile_mode")
+        if out["train"]["eval_every"] == 1:   # the default: records made before the key keep their names
+            out["train"].pop("eval_every")
         if self.val_fraction:   # only when used, so records made without a split keep their names
             out["val_fraction"] = self.val_fraction
         return out
@@ -430,12 +432,21 @@ def _versions(device: torch.device) -> dict:
 
 
 def final_metrics(history: list[dict], primary: str) -> dict:
-    accs = [h[primary] for h in history if primary in h]
-    if not accs:
+    """The record's ``final`` block from the per-epoch history. Only evaluated epochs count (with
+    ``train.eval_every`` = k the test splits are scored every k epochs and at the last): ``acc_best``
+    is the best evaluated epoch, ``acc_last10`` the mean of the evaluated epochs among the last 10
+    (``n_last10`` of them). ``collapsed`` flags a one-class end (:func:`metrics.collapse_status`)."""
+    from .metrics import collapse_status
+
+    rows = [h for h in history if primary in h]
+    if not rows:
         return {}
+    accs = [h[primary] for h in rows]
     best = int(np.argmax(accs))
-    out = {"metric": primary, "acc_last": accs[-1], "acc_best": accs[best], "best_epoch": best + 1,
-           "acc_last10": float(np.mean(accs[-10:])), "n_last10": len(accs[-10:])}
+    last_epoch = history[-1]["epoch"]
+    tail = [h[primary] for h in rows if h["epoch"] > last_epoch - 10]
+    out = {"metric": primary, "acc_last": accs[-1], "acc_best": accs[best], "best_epoch": rows[best]["epoch"],
+           "acc_last10": float(np.mean(tail)), "n_last10": len(tail)}
     top5 = primary.replace("_top1", "_top5")
     if top5 in history[-1]:
         out["top5_last"] = history[-1][top5]
@@ -443,11 +454,12 @@ def final_metrics(history: list[dict], primary: str) -> dict:
         for k, v in h.items():
             if k.endswith("_top1") or k.endswith("_top5"):
                 out[f"last_{k}"] = v
-    if any("val_top1" in h for h in history):   # Clothing1M protocol: test at the best clean-val epoch
-        vals = [h.get("val_top1", -1) for h in history]
-        b = int(np.argmax(vals))
-        out["val_best_epoch"] = b + 1
-        out["test_at_best_val"] = history[b].get("test_top1")
+    vrows = [h for h in history if "val_top1" in h]
+    if vrows:   # test at the best (noisy or clean) validation epoch
+        b = int(np.argmax([h["val_top1"] for h in vrows]))
+        out["val_best_epoch"] = vrows[b]["epoch"]
+        out["test_at_best_val"] = vrows[b].get("test_top1")
+    out.update(collapse_status(history[-1], split=primary.removesuffix("_top1")))
     return out
 
 

@@ -114,6 +114,7 @@ def result_line(spec, rec: dict) -> str:
             f"seed={spec.seed} scale={spec.scale} final {fin.get('metric', 'acc')}="
             + (f"{acc:.2f}% (best {fin['acc_best']:.2f}% at epoch {fin['best_epoch']})" if acc is not None
                else f"n/a ({rec.get('message') or 'no evaluated epoch'})")
+            + (f" COLLAPSED ({fin.get('collapse_reason')})" if fin.get("collapsed") else "")
             + f" wall {rec.get('wall_s') or 0:.1f}s record={rec.get('_path')}")
 
 

@@ -71,9 +71,10 @@ class TrainConfig:
     infer_batch_size: int = 1024
     num_workers: int = 4           # file-based datasets
     checkpoint_every: int = 1
+    eval_every: int = 1            # evaluate the test splits every k epochs and at the last epoch
 
     def __post_init__(self) -> None:
-        for k in ("epochs", "batch_size", "infer_batch_size", "num_workers", "checkpoint_every"):
+        for k in ("epochs", "batch_size", "infer_batch_size", "num_workers", "checkpoint_every", "eval_every"):
             setattr(self, k, as_int(f"train.{k}", getattr(self, k)))
         if self.epochs < 1:
             raise ConfigError(f"train.epochs={self.epochs} must be >= 1")
@@ -81,6 +82,8 @@ class TrainConfig:
             raise ConfigError(f"train.batch_size={self.batch_size} must be >= 2")
         if self.checkpoint_every < 1:
             raise ConfigError(f"train.checkpoint_every={self.checkpoint_every} must be >= 1")
+        if self.eval_every < 1:
+            raise ConfigError(f"train.eval_every={self.eval_every} must be >= 1 (evaluate every k epochs)")
         check_range("train.lr", self.lr, 0, None, lo_open=True)
         check_range("train.momentum", self.momentum, 0, 1, hi_open=True)
         check_range("train.weight_decay", self.weight_decay, 0, None)
@@ -102,6 +105,16 @@ class TrainConfig:
         if isinstance(self.milestones, (str, int, float)):
             raise ConfigError(f"train.milestones must be a list of epochs, got {self.milestones!r}")
         self.milestones = tuple(as_int("train.milestones", m) for m in self.milestones)
+
+    def evaluates(self, epoch: int) -> bool:
+        """Whether 0-based ``epoch`` ends with an evaluation of the test splits: every ``eval_every``
+        epochs and always the last one (the headline)."""
+        return (epoch + 1) % self.eval_every == 0 or epoch + 1 == self.epochs
+
+    @property
+    def lr_ramp_epochs(self) -> float:
+        """Length of the schedule's linear lr ramp in epochs (onecycle's ``warmup_epochs``; else 0)."""
+        return float(self.warmup_epochs) if self.schedule == "onecycle" else 0.0
 
     def lr_at(self, epoch: int) -> float:
         """Learning rate used throughout 0-based ``epoch``."""
@@ -282,7 +295,7 @@ class Trainer:
         self.method.eval()
         try:
             for name, batches in self.test_sets.items():
-                n, correct = 0, {}
+                n, correct, counts = 0, {}, None
                 for x, y in progress_bar(batches(), enabled=self.progress, desc=f"eval {name}"):
                     x, y = x.to(self.device, non_blocking=True), y.to(self.device)
                     with torch.autocast(self.device.type, torch.bfloat16,
@@ -295,8 +308,13 @@ class Trainer:
                     for key, p in probs.items():
                         for k in (1, 5):
                             correct[(key, k)] = correct.get((key, k), 0) + topk_correct(p, y, k)
+                    head = probs.get(self.headline, probs["ensemble"])
+                    bc = torch.bincount(head.argmax(1), minlength=head.shape[1])
+                    counts = bc if counts is None else counts + bc
                     n += len(y)
                 acc = {key: 100.0 * float(c) / max(n, 1) for key, c in correct.items()}
+                if counts is not None:   # the share of the commonest predicted class: the collapse check
+                    out[f"{name}_pred_top_share"] = float(counts.max()) / max(n, 1)
                 if multi:
                     for k in (1, 5):
                         for i in range(m.num_networks):
@@ -310,6 +328,15 @@ class Trainer:
         finally:
             self.method.train()
         return out
+
+    def selection_health(self) -> dict[str, int]:
+        """How many classes the method's selected (labelled) set spans by its noisy labels, and its
+        size; 1 class is a collapsed split. Needs no true labels. Empty for methods that do not select."""
+        sel = self.method.selected()
+        if sel is None:
+            return {}
+        labels = self.method.noisy_labels[sel.to(self.method.noisy_labels.device).bool()]
+        return {"sel_size": int(labels.numel()), "sel_classes": int(labels.unique().numel())}
 
     def diagnostics(self) -> dict[str, float]:
         if self.clean is None:
@@ -334,7 +361,8 @@ class Trainer:
         steps_default = self.stream.steps(batch_size=cfg.batch_size) if hasattr(self.stream, "steps") else 0
         ctx = Context(epoch=start_epoch, epochs=cfg.epochs, stream=self.stream, batch_size=cfg.batch_size,
                       device=self.device, generator=self.data_gen, steps_per_epoch=steps_default,
-                      step=sum(h.get("steps", 0) for h in history))
+                      step=sum(h.get("steps", 0) for h in history),
+                      lr_ramp_epochs=cfg.lr_ramp_epochs if self.plan is None else 0.0)
         m.train()
         if start_epoch == 0:
             # the global torch RNG (dropout, any library-internal draw) starts from the run's seed;
@@ -381,13 +409,18 @@ class Trainer:
                                  f"non-finite loss at epoch {epoch + 1}")
             m.on_epoch_end(ctx)
             train_s = time.perf_counter() - t0
-            row = {"epoch": epoch + 1, **sched, "steps": steps, **logs, **self.evaluate(),
-                   **self.diagnostics(), "train_seconds": train_s}
+            if cfg.evaluates(epoch):
+                scores = self.evaluate()
+            else:   # the same mode evaluate() leaves the method in, so eval_every changes no number
+                scores = {}
+                m.train()
+            row = {"epoch": epoch + 1, **sched, "steps": steps, **logs, **scores,
+                   **self.selection_health(), **self.diagnostics(), "train_seconds": train_s}
             row["seconds"] = time.perf_counter() - t0
             history.append(row)
             wall += row["seconds"]
             main = next((k for k in row if k.endswith("_top1")), None)
-            if self.log_epochs:
+            if self.log_epochs and (main or cfg.eval_every == 1 or epoch % 10 == 9):
                 self.log(f"epoch {epoch + 1}/{cfg.epochs} loss {logs.get('loss', float('nan')):.4f} "
                          + (f"{main} {row[main]:.2f}% " if main else "") + f"lr {lr:.4g} ({row['seconds']:.1f}s)")
             last = epoch + 1 == cfg.epochs
