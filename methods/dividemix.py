@@ -32,6 +32,7 @@ Choices where the official code is tied to its 300-epoch CIFAR protocol (also in
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -60,7 +61,8 @@ class DivideMix(Method):
 
     def __init__(self, *, lambda_u: float = 25.0, p_threshold: float = 0.5, T: float = 0.5, alpha: float = 4.0,
                  batch_size: int = 64, warmup_epochs: int = 10, rampup_epochs: float = 16.0,
-                 reference_epochs: int = 300, conf_penalty: bool = False, loss_history: int = 1,
+                 reference_epochs: int = 300, warmup_after_ramp: int = 0, conf_penalty: bool = False,
+                 loss_history: int = 1,
                  labeled_only: bool = False, balanced_subset_per_epoch: int | None = None, **base) -> None:
         super().__init__(**base)
         self.lambda_u = check_range("dividemix lambda_u", lambda_u, 0, None)
@@ -71,9 +73,11 @@ class DivideMix(Method):
         self.warmup_epochs = as_int("dividemix warmup_epochs", warmup_epochs)
         self.rampup_epochs = check_range("dividemix rampup_epochs", rampup_epochs, 0, None, lo_open=True)
         self.reference_epochs = as_int("dividemix reference_epochs", reference_epochs)
+        self.warmup_after_ramp = as_int("dividemix warmup_after_ramp", warmup_after_ramp)
         self.loss_history = as_int("dividemix loss_history", loss_history)
         for name, v, lo in (("batch_size", self.batch_size, 2), ("warmup_epochs", self.warmup_epochs, 0),
-                            ("reference_epochs", self.reference_epochs, 1), ("loss_history", self.loss_history, 1)):
+                            ("reference_epochs", self.reference_epochs, 1), ("loss_history", self.loss_history, 1),
+                            ("warmup_after_ramp", self.warmup_after_ramp, 0)):
             if v < lo:
                 raise ConfigError(f"dividemix {name}={v} must be >= {lo}")
         for name, v in (("conf_penalty", conf_penalty), ("labeled_only", labeled_only)):
@@ -98,14 +102,23 @@ class DivideMix(Method):
         self.register_buffer("hist_count", torch.zeros((), dtype=torch.long))
 
     # --- schedule -----------------------------------------------------------------------------
-    def warmup_length(self, epochs: int) -> int:
-        return max(1, round(self.warmup_epochs * epochs / self.reference_epochs))
+    def warmup_length(self, epochs: int, lr_ramp: float = 0.0) -> int:
+        """Warm-up epochs of a run of ``epochs`` whose lr schedule ramps up over ``lr_ramp`` epochs: the
+        official length scaled to the run, but never ending before ``warmup_after_ramp`` whole epochs at
+        full learning rate after the ramp (the official warm-up is 10 epochs at full lr)."""
+        scaled = max(1, round(self.warmup_epochs * epochs / self.reference_epochs))
+        if self.warmup_after_ramp == 0:
+            return scaled
+        return min(epochs, max(scaled, math.ceil(lr_ramp) + self.warmup_after_ramp))
 
     def rampup_length(self, epochs: int) -> float:
         return self.rampup_epochs * epochs / self.reference_epochs
 
-    def lambda_u_at(self, progress: float, epochs: int) -> float:
-        return self.lambda_u * S.rampup(progress, self.warmup_length(epochs), self.rampup_length(epochs))
+    def lambda_u_at(self, progress: float, epochs: int, lr_ramp: float = 0.0) -> float:
+        return self.lambda_u * S.rampup(progress, self.warmup_length(epochs, lr_ramp), self.rampup_length(epochs))
+
+    def in_warmup(self, ctx: Context) -> bool:
+        return ctx.epoch < self.warmup_length(ctx.epochs, ctx.lr_ramp_epochs)
 
     def labeled_mask(self, i: int) -> torch.Tensor:
         """(N,) bool: the samples network ``i`` trains on as labelled (the other net's division)."""
@@ -121,7 +134,7 @@ class DivideMix(Method):
     # --- co-divide ----------------------------------------------------------------------------
     @torch.no_grad()
     def on_epoch_start(self, ctx: Context) -> None:
-        if ctx.epoch < self.warmup_length(ctx.epochs):
+        if self.in_warmup(ctx):
             return
         for j in range(2):
             idx = None if self.subset_size is None else self._subset(self.subset_size)
@@ -148,7 +161,7 @@ class DivideMix(Method):
             yield from ctx.stream.batches(indices=idx, batch_size=self.batch_size, views=2, generator=ctx.generator)
 
     def batches(self, ctx: Context):
-        if ctx.epoch < self.warmup_length(ctx.epochs):
+        if self.in_warmup(ctx):
             for i in range(2):
                 idx = None if self.subset_size is None else self._subset(2 * self.subset_size)
                 self.trains_on[i].fill_(idx is None)
@@ -211,7 +224,7 @@ class DivideMix(Method):
         logits = net(mixed_x).float()
         lx = S.soft_ce(logits[:nl], mixed_t[:nl])
         lu = F.mse_loss(F.softmax(logits[nl:], 1), mixed_t[nl:]) if len(logits) > nl else torch.zeros_like(lx)
-        lam_u = self.lambda_u_at(step.progress, ctx.epochs)
+        lam_u = self.lambda_u_at(step.progress, ctx.epochs, ctx.lr_ramp_epochs)
         pen = S.uniform_prior_penalty(logits)
         return StepOutput(lx + lam_u * lu + pen, {
             "Lx": lx.detach(), "Lu": lu.detach(), "lambda_u": lam_u, "prior_penalty": pen.detach(),

@@ -59,13 +59,20 @@ class DirectionPool(nn.Module):
         self.register_buffer("noisy", noisy_labels.clone().long())
         self.num_classes = k
 
-    def sample(self, idx: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Labels (B,) drawn from D[idx] / sum(D[idx]); an empty pool gives its noisy label."""
+    def _rows(self, idx: torch.Tensor) -> torch.Tensor:
         d = self.pool[idx]
         # branch-free (no host sync): an all-zero row gets mass 1 on its noisy label
         empty = (d.sum(1, keepdim=True) <= 0).to(d.dtype)
-        d = d + empty * torch.nn.functional.one_hot(self.noisy[idx], self.num_classes).to(d.dtype)
-        return torch.multinomial(d, 1, generator=generator).squeeze(1)
+        return d + empty * torch.nn.functional.one_hot(self.noisy[idx], self.num_classes).to(d.dtype)
+
+    def sample(self, idx: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Labels (B,) drawn from D[idx] / sum(D[idx]); an empty pool gives its noisy label."""
+        return torch.multinomial(self._rows(idx), 1, generator=generator).squeeze(1)
+
+    def probs(self, idx: torch.Tensor) -> torch.Tensor:
+        """The sampling distribution D[idx] / sum(D[idx]) (B, K); an empty pool is one-hot on its noisy label."""
+        d = self._rows(idx)
+        return d / d.sum(1, keepdim=True)
 
     @torch.no_grad()
     def update(self, probs: torch.Tensor, *, epoch: int, epochs: int, lambda1: float, lambda2: float,

@@ -43,6 +43,7 @@ from .dividemix import DivideMix, SSLStep
 from .gss_pool import PRED_WEIGHTS, DirectionPool
 
 LABELED_ENTRIES = ("drawn", "noisy")
+LABELED_WEIGHTS = ("matched", "gmm")
 UNLABELED_TARGETS = ("guess", "drawn_mix", "drawn")
 WARMUP_LABELS = ("drawn", "noisy")
 
@@ -57,7 +58,8 @@ def _choice(name: str, value: str, valid: tuple[str, ...]) -> str:
 class GSSSemiSupervised(DivideMix):
     def __init__(self, *, lambda1_labeled: float = 0.1, lambda2_labeled: float = 0.0,
                  lambda1_unlabeled: float = 0.2, lambda2_unlabeled: float = 0.5,
-                 labeled_entry: str = "drawn", unlabeled_target: str = "guess", drawn_weight: float = 0.5,
+                 labeled_entry: str = "drawn", labeled_weight: str = "matched",
+                 unlabeled_target: str = "guess", drawn_weight: float = 0.5,
                  warmup_labels: str = "drawn", init: str = "onehot", init_mass: float = 1.0,
                  pred_weight: str = "noisy", **base) -> None:
         super().__init__(**base)
@@ -66,6 +68,7 @@ class GSSSemiSupervised(DivideMix):
                         False: (check_range("gss_ssl lambda1_unlabeled", lambda1_unlabeled, 0, None),
                                 check_range("gss_ssl lambda2_unlabeled", lambda2_unlabeled, 0, None))}
         self.labeled_entry = _choice("labeled_entry", labeled_entry, LABELED_ENTRIES)
+        self.labeled_weight = _choice("labeled_weight", labeled_weight, LABELED_WEIGHTS)
         self.unlabeled_target = _choice("unlabeled_target", unlabeled_target, UNLABELED_TARGETS)
         self.warmup_label_source = _choice("warmup_labels", warmup_labels, WARMUP_LABELS)
         self.pred_weight = _choice("pred_weight", pred_weight, PRED_WEIGHTS)
@@ -88,7 +91,15 @@ class GSSSemiSupervised(DivideMix):
     def labeled_targets(self, i: int, lab: Batch, w: torch.Tensor, p_bar: torch.Tensor) -> torch.Tensor:
         y = lab.y if self.labeled_entry == "noisy" else self._draw(i, lab)
         self._switched = (y != lab.y).float().mean()
+        if self.labeled_entry == "drawn" and self.labeled_weight == "matched":
+            w = self.drawn_label_weight(i, lab, y, w)
         return S.co_refine(F.one_hot(y, self.num_classes).to(p_bar.dtype), w, p_bar, self.T)
+
+    def drawn_label_weight(self, i: int, lab: Batch, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """The weight (B,) of a drawn label ``y`` in co-refinement: the GMM's w where ``y`` is the noisy
+        label (w is the probability that the noisy label is clean), else pool i's probability of ``y``."""
+        p_drawn = self.pools[i].probs(lab.idx).gather(1, y[:, None]).squeeze(1)
+        return torch.where(y == lab.y, w.to(p_drawn.dtype), p_drawn)
 
     def unlabeled_targets(self, i: int, unl: Batch, p_guess: torch.Tensor) -> torch.Tensor:
         if self.unlabeled_target == "guess":

@@ -116,6 +116,22 @@ def test_lambda_u_ramp_and_warmup_scale_with_the_epoch_count():
     assert c100.warmup_length(200) == 20
 
 
+def test_warmup_ends_after_the_lr_ramp_at_full_learning_rate():
+    """warmup_after_ramp = k: the warm-up lasts at least ceil(ramp) + k epochs (k at full lr after the
+    schedule's ramp), else the scaled official length; never longer than the run. k = 0: the old rule."""
+    m = make(warmup_epochs=10, reference_epochs=300, warmup_after_ramp=5)
+    assert m.warmup_length(100, lr_ramp=5.0) == 10          # scaled: round(3.3) = 3 < 5 + 5
+    assert m.warmup_length(100, lr_ramp=4.5) == 10          # a fractional ramp counts as whole epochs
+    assert m.warmup_length(300, lr_ramp=0.0) == 10          # paper scale (no ramp): the official 10
+    assert m.warmup_length(900, lr_ramp=5.0) == 30          # long runs keep the scaled length
+    assert m.warmup_length(8, lr_ramp=5.0) == 8             # capped at the run
+    assert make(warmup_epochs=10, reference_epochs=300).warmup_length(100, lr_ramp=5.0) == 3
+    # the lambda_u ramp starts where the warm-up ends
+    assert m.lambda_u_at(10.0, 100, lr_ramp=5.0) == 0.0 and m.lambda_u_at(10.1, 100, lr_ramp=5.0) > 0
+    with pytest.raises(ConfigError, match="warmup_after_ramp"):
+        make(warmup_after_ramp=-1)
+
+
 @pytest.mark.parametrize("params, match", [
     ({"p_threshold": 1.0}, "p_threshold"), ({"alpha": 0}, "alpha"), ({"batch_size": 1}, "batch_size"),
     ({"conf_penalty": "yes"}, "conf_penalty"), ({"loss_history": 0}, "loss_history"),
@@ -257,7 +273,7 @@ def test_gss_ssl_pool_update_uses_the_peer_and_per_set_lambdas():
 
 def test_gss_ssl_targets_take_the_drawn_labels():
     m = make(GSSSemiSupervised, n=4, k=3, labels=torch.tensor([0, 0, 0, 0]), unlabeled_target="drawn_mix",
-             drawn_weight=0.5)
+             drawn_weight=0.5, labeled_weight="gmm")   # gmm: a drawn label keeps the noisy label's w
     m.pools[0].pool.copy_(torch.tensor([[0.0, 1, 0], [0, 0, 1], [0, 1, 0], [0, 0, 1]]))   # draws are certain
     lab = SimpleNamespace(idx=torch.tensor([0, 1]), y=torch.tensor([0, 0]))
     p_bar = torch.full((2, 3), 1 / 3)
@@ -274,6 +290,29 @@ def test_gss_ssl_targets_take_the_drawn_labels():
     m.labeled_entry = "noisy"
     torch.testing.assert_close(m.labeled_targets(0, lab, w, p_bar),
                                S.co_refine(F.one_hot(lab.y, 3).float(), w, p_bar, 0.5))
+
+
+def test_gss_ssl_drawn_label_takes_w_only_when_it_is_the_noisy_label():
+    """labeled_weight=matched (default): w (the probability that the NOISY label is clean) weights a drawn
+    label only when it is the noisy label; any other drawn label is weighted by its pool probability."""
+    m = make(GSSSemiSupervised, n=3, k=3, labels=torch.tensor([0, 0, 1]))
+    assert m.labeled_weight == "matched"
+    m.pools[0].pool.copy_(torch.tensor([[1.0, 3, 0], [0, 0, 2], [0, 4, 0]]))
+    lab = SimpleNamespace(idx=torch.tensor([0, 1, 2]), y=torch.tensor([0, 0, 1]))
+    w = torch.tensor([0.9, 0.8, 0.7])
+    p_bar = torch.full((3, 3), 1 / 3)
+    draws = []
+    for _ in range(40):   # sample 0 draws 0 (w = 0.9) or 1 (pool prob 0.75); 1 always 2 (1.0); 2 always 1 (w)
+        state = m.generator.get_state()
+        y = m.pools[0].sample(lab.idx, m.generator)
+        m.generator.set_state(state)
+        got = m.labeled_targets(0, lab, w, p_bar)
+        want_w = torch.tensor([0.9 if y[0] == 0 else 0.75, 1.0, 0.7])
+        torch.testing.assert_close(got, S.co_refine(F.one_hot(y, 3).float(), want_w, p_bar, 0.5))
+        draws.append(int(y[0]))
+    assert {0, 1} <= set(draws)
+    torch.testing.assert_close(m.pools[0].probs(torch.tensor([0, 1])),
+                               torch.tensor([[0.25, 0.75, 0.0], [0.0, 0.0, 1.0]]))
 
 
 # ------------------------------------------------------------------------------------ real runs
