@@ -15,7 +15,7 @@ from .registry import ConfigError
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 #: the rate families: config prefix -> noise kind (conf/noise/<prefix>.yaml takes any rate)
 RATE_FAMILIES = {"sym": "sym", "symo": "sym_other", "asym": "asym", "asym_super": "asym_super",
-                 "pair": "pairflip"}
+                 "pair": "pairflip", "idn": "idn"}
 
 
 def noise_name(prefix: str, rate) -> str:

@@ -24,6 +24,9 @@ Conventions (methods.md section 3):
 * ``asym_super`` CIFAR-100 true-superclass next class (fine ids grouped by coarse label, sorted,
                  circular); exactly round(r*n_c) per class.
 * ``pairflip``   Co-teaching pair flip i -> i+1 (mod K); exactly round(r*n_c) per class.
+* ``idn``        instance-dependent (part-dependent) noise of Xia et al. (NeurIPS 2020), as CAL, CORES,
+                 DISC and ProMix report it: a per-sample flip rate q_i ~ N(r, 0.1) truncated to [0, 1],
+                 and a flip distribution that depends on the image (see :func:`idn_flip_distribution`).
 * ``human``      CIFAR-10N / CIFAR-100N label files (UCSC-REAL/cifar-10-100n).
 * ``real``       the labels a real-noise dataset ships (Clothing1M, WebVision).
 
@@ -68,6 +71,8 @@ class NoiseContext:
     ``None`` means the samples *are* the full training set in official order.
     ``coarse_labels``: (N,) CIFAR-100 superclass ids of these samples, when known.
     ``given_noisy``: (N,) labels shipped by a real-noise dataset (Clothing1M / WebVision).
+    ``features``: (N, d) the training images flattened in their stored layout (in-memory datasets
+    only), for instance-dependent noise.
     """
     dataset: str
     num_classes: int
@@ -75,6 +80,7 @@ class NoiseContext:
     train_index: np.ndarray | None = None
     coarse_labels: np.ndarray | None = None
     given_noisy: np.ndarray | None = None
+    features: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -271,6 +277,74 @@ def pairflip(clean, rate, rng, ctx) -> np.ndarray:
     return _flip_per_class(clean, rate, rng, {i: (i + 1) % K for i in range(K)})
 
 
+IDN_SCALES = ("raw", "unit", "l2")
+
+
+def idn_flip_distribution(x: np.ndarray, clean: np.ndarray, rate: float, rng: np.random.Generator, K: int, *,
+                          sd: float = 0.1, scale: str = "raw") -> tuple[np.ndarray, np.ndarray]:
+    """Per-sample label distributions P (N, K) of part-dependent noise (Xia et al., NeurIPS 2020),
+    and the flip rates q (N,).
+
+    q_i ~ N(rate, sd) truncated to [0, 1]; W (K, d, K) has N(0, 1) entries; for sample i with clean
+    label y_i, a_i = x_i W[y_i] (K,), the true class masked out, and
+    P_i = q_i softmax(a_i) + (1 - q_i) onehot(y_i). Drawn in this order from ``rng``: q, then W.
+    ``x`` (N, d) are the flattened images; ``scale`` says what the projection sees: ``raw`` the stored
+    values (0-255 for CIFAR, as the public generators pass ``torch.from_numpy(data).float()``), ``unit``
+    those / 255 (or / max), ``l2`` each row divided by its L2 norm (a softer, less one-hot flip
+    distribution). With ``raw`` or ``unit`` and d = 3072 the logits are large, so each image flips
+    almost always to one wrong class of its own: which one depends on the image.
+    """
+    from scipy.stats import truncnorm
+
+    if scale not in IDN_SCALES:
+        raise ConfigError(f"noise 'idn': unknown scale {scale!r}; valid choices: {', '.join(IDN_SCALES)}")
+    check_range("noise 'idn' sd", sd, 0, None, lo_open=True)
+    x = np.asarray(x, dtype=np.float64).reshape(len(clean), -1)
+    if scale == "unit":
+        x = x / max(float(x.max()), 1e-12)
+    elif scale == "l2":
+        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    n, d = x.shape
+    lo, hi = (0.0 - rate) / sd, (1.0 - rate) / sd
+    q = truncnorm.rvs(lo, hi, loc=rate, scale=sd, size=n, random_state=rng)
+    W = rng.standard_normal((K, d, K))
+    P = np.zeros((n, K))
+    for c in range(K):   # one matrix product per true class
+        idx = np.flatnonzero(clean == c)
+        if idx.size == 0:
+            continue
+        a = x[idx] @ W[c]
+        a[:, c] = -np.inf
+        a = np.exp(a - a.max(1, keepdims=True))
+        P[idx] = q[idx, None] * a / a.sum(1, keepdims=True)
+        P[idx, c] += 1.0 - q[idx]
+    return P, q
+
+
+def idn_expected_rate(rate: float, sd: float = 0.1) -> float:
+    """The mean flip rate of ``idn`` noise: the mean of N(rate, sd) truncated to [0, 1]."""
+    from scipy.stats import truncnorm
+
+    return float(truncnorm.mean((0.0 - rate) / sd, (1.0 - rate) / sd, loc=rate, scale=sd))
+
+
+@_noise("idn")
+def idn(clean, rate, rng, ctx, *, sd: float = 0.1, scale: str = "raw") -> np.ndarray:
+    """Instance-dependent (part-dependent) noise: P from :func:`idn_flip_distribution`, then one label
+    per sample drawn from its row of P (inverse CDF at a uniform from ``rng``)."""
+    if ctx.features is None:
+        raise ConfigError(f"noise 'idn' needs the training images (an in-memory dataset: digits, cifar10, "
+                          f"cifar100); dataset {ctx.dataset!r} does not provide them")
+    K = ctx.num_classes
+    if K < 2:
+        raise ConfigError(f"noise 'idn' needs at least 2 classes, got num_classes={K}")
+    if rate == 0:
+        return clean.copy()
+    P, _ = idn_flip_distribution(ctx.features, clean, rate, rng, K, sd=sd, scale=scale)
+    u = rng.random(len(clean))
+    return np.minimum((np.cumsum(P, axis=1) < u[:, None]).sum(1), K - 1).astype(np.int64)
+
+
 _HUMAN_CACHE: dict[tuple[str, int, int], dict[str, np.ndarray]] = {}
 
 
@@ -361,7 +435,7 @@ def expected_rate(kind: str, rate: float, *, num_classes: int, dataset: str, nam
     What ``forget_rate: auto`` resolves to (the labels, clean or noisy, are never looked at):
     ``clean`` 0; ``sym`` r(K-1)/K (a resampled label keeps its class with probability 1/K: 0.36 for
     sym0.4 with K = 10); ``sym_other``, ``pairflip``, ``asym_super`` and CIFAR-100 ``asym`` r;
-    CIFAR-10 ``asym`` r/2 (5 of the 10 classes flip). ``human`` and ``real`` noise have no formula:
+    CIFAR-10 ``asym`` r/2 (5 of the 10 classes flip); ``idn`` the mean of N(r, 0.1) truncated to [0, 1]. ``human`` and ``real`` noise have no formula:
     their noise yaml states ``expected_rate`` (a number, or a mapping dataset -> number, e.g. the
     published CIFAR-10N rates, Clothing1M ~0.385). ``given`` (that yaml key) wins for every kind.
     Raises ConfigError when the rate is unknown (WebVision).
@@ -379,6 +453,8 @@ def expected_rate(kind: str, rate: float, *, num_classes: int, dataset: str, nam
         return r
     if kind == "asym":
         return r * len(CIFAR10_ASYM_MAP) / 10 if ds == "cifar10" else r
+    if kind == "idn":
+        return idn_expected_rate(r) if r > 0 else 0.0
     raise ConfigError(f"the expected noise rate of noise {name or kind!r} (kind {kind!r}) on dataset "
                       f"{dataset!r} is unknown: set the forget rate explicitly, e.g. "
                       "method.params.forget_rate=0.3, or state expected_rate in the noise yaml")

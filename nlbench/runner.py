@@ -324,7 +324,8 @@ def prepare(spec: RunSpec) -> Prepared:
     if in_memory:
         clean = data.train_y
         nctx = NoiseContext(dataset=spec.dataset, num_classes=data.num_classes, data_dir=spec.data_dir,
-                            train_index=data.train_index, coarse_labels=data.coarse_train)
+                            train_index=data.train_index, coarse_labels=data.coarse_train,
+                            features=data.train_x.reshape(len(data.train_x), -1).numpy())   # a view: no copy
     else:
         clean = None
         nctx = NoiseContext(dataset=spec.dataset, num_classes=len(data.classes), data_dir=spec.data_dir,

@@ -425,6 +425,9 @@ def test_config_loads(path):
     elif kind == "asym_super":
         clean = balanced(100, 4)
         ctx = ctx_for("cifar100", 100, coarse_labels=_coarse_map(0)[clean])
+    elif kind == "idn":   # instance-dependent: needs the images
+        clean = balanced(10, 40)
+        ctx = ctx_for("cifar10", 10, features=np.random.default_rng(0).integers(0, 256, (400, 12)).astype(np.uint8))
     else:
         clean, ctx = balanced(10, 40), ctx_for("cifar10", 10)
     res = apply_noise(kind, name=cfg["name"], clean=clean, rate=cfg["rate"], seed=0, ctx=ctx, **opts)

@@ -30,10 +30,10 @@ def test_rate_family_name_comes_from_prefix_and_rate(overrides, name, kind, rate
 
 def test_every_shipped_preset_keeps_its_name():
     from nlbench.config import compose, group_choices
+    from nlbench.hydra_setup import RATE_FAMILIES
 
     for choice in group_choices("noise"):
-        cfg = compose([f"noise={choice}"] + (["noise.rate=0.3"] if choice in ("sym", "symo", "asym", "asym_super",
-                                                                              "pair") else []))
+        cfg = compose([f"noise={choice}"] + (["noise.rate=0.3"] if choice in RATE_FAMILIES else []))
         want = f"{choice}0.3" if cfg.noise.get("prefix") == choice else choice
         assert cfg.noise.name == want, choice
 
