@@ -5,6 +5,7 @@ from nlbench.method import METHODS, Batch, Context, Method, StepOutput
 
 @METHODS.register("ce")
 class CrossEntropy(Method):
+    passes = dict(train=1)   # per epoch: one training pass (nlbench.method.Passes)
     def __init__(self, **base) -> None:
         super().__init__(**base)
         self.ce = make_ce()

@@ -32,6 +32,7 @@ from .small_loss import OFFICIAL_PLAN, ForgetSchedule, keep_smallest
 class CoTeaching(Method):
     num_networks = 2
     optim = OFFICIAL_PLAN
+    passes = dict(train=2)   # two networks forward+backward on each batch
 
     def __init__(self, *, forget_rate: float = 0.2, num_gradual: int = 10, exponent: float = 1.0, **base) -> None:
         super().__init__(**base)

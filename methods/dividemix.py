@@ -58,6 +58,7 @@ class SSLStep:
 @METHODS.register("dividemix")
 class DivideMix(Method):
     num_networks = 2
+    passes = dict(train=0, infer=2, train_labeled=8, infer_labeled=12, warmup=dict(train=2))   # derived in method.Passes
 
     def __init__(self, *, lambda_u: float = 25.0, p_threshold: float = 0.5, T: float = 0.5, alpha: float = 4.0,
                  batch_size: int = 64, warmup_epochs: int = 10, rampup_epochs: float = 16.0,

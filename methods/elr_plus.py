@@ -61,6 +61,7 @@ def elr_plus_loss(logits: torch.Tensor, target: torch.Tensor, q: torch.Tensor, l
 @METHODS.register("elr_plus")
 class ELRPlus(Method):
     num_networks = 2
+    passes = dict(train=2, infer=2)   # a pass per network + the peer's EMA copy forward (no grad) on its batches
 
     def __init__(self, *, beta: float = 0.7, lam: float = 3.0, ema_alpha: float = 0.997, ema_rampup: float = 0.57,
                  lambda_rampup: float = 0.0, mixup_alpha: float = 1.0, reweight_targets: bool = False,

@@ -19,6 +19,7 @@ from nlbench.registry import check_range
 
 @METHODS.register("gce")
 class GCE(Method):
+    passes = dict(train=1)   # one training pass (truncated: a weight refresh every prune_every epochs, ignored)
     def __init__(self, *, q: float = 0.7, truncated: bool = False, k: float = 0.5, start_prune: int = 40,
                  prune_every: int = 10, **base) -> None:
         super().__init__(**base)

@@ -27,6 +27,7 @@ from .gss_pool import DirectionPool, check_gss_options
 @METHODS.register("gss_db")
 class GSSDoubleBranch(Method):
     num_networks = 2
+    passes = dict(train=2, infer=2)   # two networks on each batch + an inference pass each
 
     def __init__(self, *, lambda1: float = 2.0, lambda2: float = 1.0, base_loss: str = "ce",
                  base_params: dict | None = None, init: str = "onehot", init_mass: float = 1.0,

@@ -29,6 +29,7 @@ from .gss_pool import DirectionPool, check_gss_options
 
 @METHODS.register("gss_sb")
 class GSSSingleBranch(Method):
+    passes = dict(train=1, infer=1)   # + an inference pass for the pools (stats=infer; 0 with stats=train)
     def __init__(self, *, lambda1: float = 2.0, lambda2: float = 1.0, base_loss: str = "ce",
                  base_params: dict | None = None, init: str = "onehot", init_mass: float = 1.0,
                  stats: str = "infer", pred_weight: str = "noisy", **base) -> None:

@@ -56,6 +56,7 @@ def _choice(name: str, value: str, valid: tuple[str, ...]) -> str:
 
 @METHODS.register("gss_ssl")
 class GSSSemiSupervised(DivideMix):
+    passes = dict(train=0, infer=4, train_labeled=8, infer_labeled=12, warmup=dict(train=2, infer=2))  # + 2 pool passes
     def __init__(self, *, lambda1_labeled: float = 0.1, lambda2_labeled: float = 0.0,
                  lambda1_unlabeled: float = 0.2, lambda2_unlabeled: float = 0.5,
                  labeled_entry: str = "drawn", labeled_weight: str = "matched",

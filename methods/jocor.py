@@ -39,6 +39,7 @@ def jocor_loss(logits1: torch.Tensor, logits2: torch.Tensor, y: torch.Tensor, co
 class JoCoR(Method):
     num_networks = 2
     optim = OFFICIAL_PLAN
+    passes = dict(train=2)   # two networks on each batch, one joint backward
 
     def __init__(self, *, co_lambda: float = 0.9, forget_rate: float = 0.2, num_gradual: int = 10,
                  exponent: float = 1.0, **base) -> None:

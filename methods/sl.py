@@ -11,6 +11,7 @@ from nlbench.method import METHODS, Batch, Context, Method, StepOutput
 
 @METHODS.register("sl")
 class SymmetricCE(Method):
+    passes = dict(train=1)   # one training pass
     def __init__(self, *, alpha: float = 0.1, beta: float = 1.0, label_clamp: float = 1e-4, **base) -> None:
         super().__init__(**base)
         self.sl = make_sl(alpha=alpha, beta=beta, label_clamp=label_clamp)

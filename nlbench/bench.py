@@ -12,8 +12,8 @@ few epochs with no checkpoint and no record. It times
 and, in the same run, the bare loop on the same network, batch size, precision and optimiser over
 synthetic tensors already on the device (forward, CE, backward, optimiser step; no data pipeline),
 and the bare inference pass (eval mode, inference mode, the inference batch size). From the bare
-rates and each method's pass counts (:data:`PASS_COUNTS`) it derives each method's floor per
-epoch. Each run measures the bare loop and then every method; ratios are taken within a run and
+rates and each method's pass counts (its ``passes``, :class:`nlbench.method.Passes`) it derives each
+method's floor per epoch. Each run measures the bare loop and then every method; ratios are taken within a run and
 the table shows their median over runs, so a machine that slows down during the benchmark moves
 both sides of a ratio. Nothing here asserts a time.
 
@@ -41,62 +41,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from .method import METHODS, Passes
+
 
 # ---------------------------------------------------------------------------------------------
-# pass counts
-@dataclass(frozen=True)
-class Passes:
-    """Work of one epoch in passes over the N training samples (every network counts).
-
-    ``train``: forward + backward passes; ``infer``: forwards without gradient (inference passes over
-    the training set, a peer's or an EMA copy's forward on each batch); ``*_labeled``: passes per
-    labelled sample, for methods that train on a labelled share l of the set (DivideMix family; the
-    epoch then costs train + l * train_labeled, ...); ``eval_nets``: forwards per test image (each
-    network once: the ensemble is made from the same logits); ``warmup``: the counts of the method's
-    warm-up epochs, when it has them (``warmup_length(epochs)``)."""
-
-    train: float = 1.0
-    infer: float = 0.0
-    train_labeled: float = 0.0
-    infer_labeled: float = 0.0
-    eval_nets: int = 1
-    warmup: "Passes | None" = None
-    note: str = ""
-
-    def at(self, warm: bool, labeled: float) -> tuple[float, float, int]:
-        """(train, infer, eval_nets) of an epoch, in passes over N (eval: per test image)."""
-        p = self.warmup if warm and self.warmup is not None else self
-        return p.train + labeled * p.train_labeled, p.infer + labeled * p.infer_labeled, p.eval_nets
-
-
-#: Per-epoch pass counts of every method, derived from what each method does in an epoch (read from
-#: methods/<name>.py with its default options). A registered method without an entry fails
-#: tests/test_bench.py: add one when adding a method.
-PASS_COUNTS: dict[str, Passes] = {
-    "ce": Passes(note="one training pass"),
-    "gce": Passes(note="one training pass (truncated: a weight refresh every prune_every epochs, ignored)"),
-    "sl": Passes(note="one training pass"),
-    "gss_sb": Passes(infer=1, note="a training pass + an inference pass for the pools (stats=infer; 0 with stats=train)"),
-    "gss_db": Passes(train=2, infer=2, eval_nets=2, note="two networks on each batch + an inference pass each"),
-    "coteaching": Passes(train=2, eval_nets=2, note="two networks forward+backward on each batch"),
-    "jocor": Passes(train=2, eval_nets=2, note="two networks on each batch, one joint backward"),
-    "elr_plus": Passes(train=2, infer=2, eval_nets=2,
-                       note="a pass per network + the peer's EMA copy forward (no grad) on each of its batches"),
-    # DivideMix after warm-up: co-divide = an inference pass per network (2); then per network one pass
-    # over its labelled share l, each step B labelled + B unlabelled samples, 2 views each: 4 rows
-    # forward+backward per labelled sample (2 nets -> 8), and without gradient the trained net on the
-    # 2 unlabelled + 2 labelled views and the peer on the 2 unlabelled views (6 per net -> 12).
-    # Warm-up epochs: CE on all data, one pass per network.
-    "dividemix": Passes(train=0, infer=2, train_labeled=8, infer_labeled=12, eval_nets=2,
-                        warmup=Passes(train=2, eval_nets=2),
-                        note="co-divide 2 inference passes + 8l train + 12l no-grad forwards (l: labelled share)"),
-    # GSS-SSL = DivideMix + an epoch-end inference pass of the other network per pool (2), warm-up included
-    "gss_ssl": Passes(train=0, infer=4, train_labeled=8, infer_labeled=12, eval_nets=2,
-                      warmup=Passes(train=2, infer=2, eval_nets=2),
-                      note="DivideMix's count + 2 inference passes for the pools"),
-}
-
-
+# pass counts: each method's own (Method.passes, nlbench.method.Passes)
 def epoch_phase(method, epoch: int, epochs: int) -> tuple[bool, float]:
     """(is a warm-up epoch, labelled share l) of 0-based ``epoch``, read from the method's own
     schedule and division when it has them (DivideMix family), else (False, 1.0)."""
@@ -386,7 +335,7 @@ def summarise(runs: list[dict]) -> list[dict]:
             windows = [e for e in steady if e["timed_steps"] > 0]
             step_ips = (sum(e["timed_samples"] for e in windows) / sum(e["timed_s"] for e in windows)
                         if windows else float("nan"))
-            passes = PASS_COUNTS.get(name)
+            passes = METHODS.get(name).pass_counts()
             ep_s = statistics.median(e["seconds"] for e in steady)
             r = {"step_ips": step_ips, "step_x_bare": bare["train_ips"] / step_ips, "epoch_s": ep_s,
                  "epoch_ips": m["num_train"] / ep_s, "timed_steps": sum(e["timed_steps"] for e in windows),
@@ -394,16 +343,16 @@ def summarise(runs: list[dict]) -> list[dict]:
             syncs = [e["host_syncs"] for e in windows if e.get("host_syncs") is not None]
             if syncs:
                 r["host_syncs"] = sum(syncs) / max(r["timed_steps"], 1)
-            if passes is not None:
-                fl = statistics.median(floor_seconds(passes, e["warmup_epoch"], e["labeled"], m["num_train"],
-                                                     m["num_test"], bare) for e in steady)
-                r.update(floor_s=fl, x_floor=ep_s / fl)
-                if ce is not None:
-                    ce_steady = ce["epochs"][1:] or ce["epochs"]
-                    ce_s = statistics.median(e["seconds"] for e in ce_steady)
-                    ce_fl = floor_seconds(PASS_COUNTS["ce"], False, 1.0, ce["num_train"], ce["num_test"], bare)
-                    r.update(vs_ce=ep_s / ce_s, floor_vs_ce=fl / ce_fl)
-                    r["cost_x_pass_floor"] = r["vs_ce"] / r["floor_vs_ce"]
+            fl = statistics.median(floor_seconds(passes, e["warmup_epoch"], e["labeled"], m["num_train"],
+                                                 m["num_test"], bare) for e in steady)
+            r.update(floor_s=fl, x_floor=ep_s / fl)
+            if ce is not None:
+                ce_steady = ce["epochs"][1:] or ce["epochs"]
+                ce_s = statistics.median(e["seconds"] for e in ce_steady)
+                ce_fl = floor_seconds(METHODS.get("ce").pass_counts(), False, 1.0, ce["num_train"], ce["num_test"],
+                                      bare)
+                r.update(vs_ce=ep_s / ce_s, floor_vs_ce=fl / ce_fl)
+                r["cost_x_pass_floor"] = r["vs_ce"] / r["floor_vs_ce"]
             per_run.append(r)
         row = {"method": name, "runs": len(per_run), "protocol_epochs": next(
             r["protocol_epochs"] for r in runs[0]["methods"] if r["method"] == name)}

@@ -106,6 +106,49 @@ class OptimPlan:
                                fused=fused)
 
 
+@dataclass(frozen=True)
+class Passes:
+    """A method's work in one epoch, in passes over the N training samples (every network counts): the
+    training benchmark (:mod:`nlbench.bench`) turns it into the epoch's floor at the bare loop's rates.
+    A method states it as its class attribute ``passes``, a dict of these fields.
+
+    ``train``: forward + backward passes; ``infer``: forwards without gradient (inference passes over
+    the training set, a peer's or an EMA copy's forward on each batch); ``*_labeled``: passes per
+    labelled sample, for methods that train on a labelled share l of the set (DivideMix family; the
+    epoch then costs train + l * train_labeled, ...); ``eval_nets``: forwards per test image (each
+    network once: the ensemble is made from the same logits; default: the method's networks);
+    ``warmup``: the counts of the method's warm-up epochs, when it has them (``warmup_length(epochs)``).
+
+    Worked example, DivideMix after its warm-up: co-divide is an inference pass per network (infer 2);
+    then each network makes one pass over its labelled share l, each step B labelled + B unlabelled
+    samples with 2 views each: 4 rows forward+backward per labelled sample (2 nets: train_labeled 8);
+    without gradient the trained net sees the 2 unlabelled + 2 labelled views and the peer the 2
+    unlabelled views (6 per net: infer_labeled 12). Its warm-up epochs are CE on all data, one pass
+    per network (warmup train 2).
+    """
+
+    train: float = 1.0
+    infer: float = 0.0
+    train_labeled: float = 0.0
+    infer_labeled: float = 0.0
+    eval_nets: int = 1
+    warmup: "Passes | None" = None
+
+    @classmethod
+    def from_dict(cls, d: dict, *, num_networks: int = 1) -> "Passes":
+        bad = sorted(set(d) - set(cls.__dataclass_fields__))
+        if bad:
+            raise ConfigError(f"unknown passes key(s) {', '.join(bad)}; valid keys: {', '.join(cls.__dataclass_fields__)}")
+        warm = d.get("warmup")
+        return cls(**{"eval_nets": num_networks, **d,
+                      "warmup": None if warm is None else cls.from_dict(warm, num_networks=num_networks)})
+
+    def at(self, warm: bool, labeled: float) -> tuple[float, float, int]:
+        """(train, infer, eval_nets) of an epoch, in passes over N (eval: per test image)."""
+        p = self.warmup if warm and self.warmup is not None else self
+        return p.train + labeled * p.train_labeled, p.infer + labeled * p.infer_labeled, p.eval_nets
+
+
 class Stream(Protocol):
     """The training data as the trainer exposes it to methods (device-resident or file-based)."""
 
@@ -156,6 +199,9 @@ class Method(nn.Module, metaclass=abc.ABCMeta):
     #: the method's own optimiser plan (an :class:`OptimPlan` as a dict), None = the protocol's;
     #: the ``optim`` parameter (method yaml / command line) overrides it, ``optim: null`` included
     optim: dict | None = None
+    #: the work of one epoch (a dict of :class:`Passes` fields), for the training benchmark's floor;
+    #: None = one training pass per network
+    passes: dict | None = None
 
     def __init__(self, *, nets: Iterable[nn.Module], num_classes: int, noisy_labels: torch.Tensor,
                  generator: torch.Generator, optim: dict | None | object = _CLASS_PLAN) -> None:
@@ -174,6 +220,12 @@ class Method(nn.Module, metaclass=abc.ABCMeta):
     @property
     def num_train(self) -> int:
         return int(self.noisy_labels.numel())
+
+    @classmethod
+    def pass_counts(cls) -> Passes:
+        """The method's per-epoch :class:`Passes`: its ``passes``, else one training pass per network."""
+        return Passes.from_dict({"train": cls.num_networks} if cls.passes is None else cls.passes,
+                                num_networks=cls.num_networks)
 
     # --- the one required hook ------------------------------------------------------------
     @abc.abstractmethod

@@ -1,8 +1,9 @@
-"""The training benchmark (nlbench/bench.py): it runs end to end on the real trainer, its pass-count
-table covers the method registry, and its bare loop counts exactly what it times. No timing is
+"""The training benchmark (nlbench/bench.py): it runs end to end on the real trainer, every method's pass
+counts (its own ``passes``, or the default) are valid, and its bare loop counts exactly what it times. No timing is
 asserted: the numbers depend on the machine and its load."""
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn as nn
 
@@ -15,28 +16,47 @@ COLUMNS = ["method", "runs", "steps timed", "step samples/s", "x bare step", "ho
            "cost / pass floor"]
 
 
-def test_every_registered_method_has_a_pass_count():
-    missing = [n for n in METHODS.names() if n not in bench.PASS_COUNTS]
-    assert not missing, (f"method(s) {missing} have no entry in nlbench.bench.PASS_COUNTS: add their per-epoch "
-                         f"pass counts (training passes, no-grad forwards, networks evaluated) there")
+def test_every_registered_method_states_valid_pass_counts():
+    for name, cls in METHODS.items():
+        cls.pass_counts()   # a misspelt key in a method's `passes` is an error naming it
+
+
+def test_a_method_without_passes_gets_one_training_pass_per_network():
+    """One file and one yaml are all a new method needs: the benchmark's floor has a default."""
+    from nlbench.method import Method, Passes
+    from nlbench.registry import ConfigError
+
+    class Two(Method):
+        num_networks = 2
+
+        def loss(self, batch, ctx):
+            raise NotImplementedError
+
+    assert Two.pass_counts() == Passes(train=2, eval_nets=2)
+    assert Two.pass_counts().at(True, 0.5) == (2.0, 0.0, 2)
+
+    class Typo(Two):
+        passes = {"train": 2, "infer_lab": 1}
+    with pytest.raises(ConfigError, match="infer_lab.*valid keys.*infer_labeled"):
+        Typo.pass_counts()
 
 
 def test_pass_counts_agree_with_the_registry():
     for name, cls in METHODS.items():
-        p = bench.PASS_COUNTS[name]
+        p = cls.pass_counts()
         # every network forwards each test image at least once, and trains in a steady epoch
         assert p.eval_nets == cls.num_networks, name
         train, _, _ = p.at(False, 1.0)
         assert train >= cls.num_networks, name
-    ce = bench.PASS_COUNTS["ce"].at(False, 1.0)
+    ce = METHODS.get("ce").pass_counts().at(False, 1.0)
     assert ce == (1.0, 0.0, 1)
-    assert bench.PASS_COUNTS["gss_sb"].at(False, 1.0) == (1.0, 1.0, 1)   # one training + one inference pass
+    assert METHODS.get("gss_sb").pass_counts().at(False, 1.0) == (1.0, 1.0, 1)   # one training + one inference pass
 
 
 def test_floor_seconds_closed_form():
     bare = {"train_ips": 100.0, "infer_ips": 400.0}
     # DivideMix after warm-up at l = 0.5: 4 training passes, 2 + 6 no-grad passes, 2 nets on the test set
-    p = bench.PASS_COUNTS["dividemix"]
+    p = METHODS.get("dividemix").pass_counts()
     assert bench.floor_seconds(p, False, 0.5, 1000, 200, bare) == 4 * 1000 / 100 + (8 * 1000 + 2 * 200) / 400
     # its warm-up epochs: a CE pass per network
     assert bench.floor_seconds(p, True, 0.5, 1000, 200, bare) == 2 * 1000 / 100 + 2 * 200 / 400
