@@ -8,7 +8,10 @@ and network 1 on network 0's, one optimiser each. tau_t ramps linearly to tau ov
 Choices (also in conf/method/coteaching.yaml):
 - the loss of each network is the plain mean CE over the samples its peer kept (the official code
   divides that mean by the kept count again, methods.md 5, which with SGD shrinks the lr by ~B).
-- ``forget_rate: auto`` = the noise config's expected rate (0.36 for sym0.4 on 10 classes).
+- ``forget_rate: auto`` = the noise config's expected rate (0.36 for sym0.4 on 10 classes);
+  ``forget_rate: estimate`` estimates it from the data at the start of epoch ``estimate_epoch`` with
+  ``estimator`` (small_loss.estimate_noise_rate; tau_t = 0 until then) and records it as
+  ``forget_rate_est`` in the history, beside the noise block's true rate.
 - ``num_gradual`` stays 10 epochs at every epoch count (the official ramp is 10 epochs of 200 and
   the paper's T_k = 10; the ramp lets both nets fit easy patterns before memorisation, which does
   not stretch with the run's length); an option.
@@ -21,11 +24,12 @@ Choices (also in conf/method/coteaching.yaml):
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from nlbench.losses import make_ce
 from nlbench.method import METHODS, Batch, Context, Method, StepOutput
 
-from .small_loss import OFFICIAL_PLAN, ForgetSchedule, keep_smallest
+from .small_loss import OFFICIAL_PLAN, ForgetSchedule, estimate_noise_rate, keep_smallest
 
 
 @METHODS.register("coteaching")
@@ -34,14 +38,19 @@ class CoTeaching(Method):
     optim = OFFICIAL_PLAN
     passes = dict(train=2)   # two networks forward+backward on each batch
 
-    def __init__(self, *, forget_rate: float = 0.2, num_gradual: int = 10, exponent: float = 1.0, **base) -> None:
+    def __init__(self, *, forget_rate: float | str = 0.2, num_gradual: int = 10, exponent: float = 1.0,
+                 estimate_epoch: int = 5, estimator: str = "gmm", **base) -> None:
         super().__init__(**base)
-        self.schedule = ForgetSchedule(forget_rate, num_gradual, exponent)
+        self.schedule = ForgetSchedule(forget_rate, num_gradual, exponent, estimate_epoch=estimate_epoch,
+                                       estimator=estimator)
         self.ce = make_ce()
         self.register_buffer("kept", torch.zeros(self.num_train, dtype=torch.bool))   # by net 0, this epoch
 
     def on_epoch_start(self, ctx: Context) -> None:
         self.kept.zero_()
+        if self.schedule.needs_estimate(ctx.epoch):   # forget_rate: estimate, from the noisy labels only
+            probs = [F.softmax(ctx.infer(net).float(), 1) for net in self.nets]
+            self.schedule.set_estimate(estimate_noise_rate(probs, self.noisy_labels, self.schedule.estimator))
 
     def loss(self, batch: Batch, ctx: Context) -> StepOutput:
         tau = self.schedule(ctx.epoch)
@@ -50,7 +59,7 @@ class CoTeaching(Method):
         keep0, keep1 = keep_smallest(l0, tau), keep_smallest(l1, tau)   # each net's own small-loss picks
         self.kept[batch.idx[keep0]] = True
         loss = l0[keep1].mean() + l1[keep0].mean()                        # cross update
-        return StepOutput(loss, {"forget_rate": tau})
+        return StepOutput(loss, {"forget_rate": tau, **self.schedule.logs()})
 
     def selected(self) -> torch.Tensor:
         return self.kept

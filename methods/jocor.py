@@ -11,7 +11,7 @@ and the loss is their plain mean; ONE optimiser over both networks (``param_grou
 Choices and values (conf/method/jocor.yaml): lambda (``co_lambda``) per dataset and noise from the
 README and issue #3 (0.9 CIFAR-10, 0.65 CIFAR-10 sym 80%, 0.85 CIFAR-100) via params_by_dataset /
 params_by_noise; ``forget_rate: auto`` = the expected noise rate (so r/2 for CIFAR-10 asym, as the
-code's tau = r/2); tau_t ramps over 10 epochs at every epoch count (see coteaching.py); the official
+code's tau = r/2), or ``estimate`` (from the data, as in coteaching.py); tau_t ramps over 10 epochs at every epoch count (see coteaching.py); the official
 Adam plan; headline: the mean of both networks' test accuracy (main.py). ``selected()``: the
 samples kept in the last epoch.
 """
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from nlbench.method import METHODS, Batch, Context, Method, StepOutput
 from nlbench.registry import check_range
 
-from .small_loss import OFFICIAL_PLAN, ForgetSchedule, keep_smallest
+from .small_loss import OFFICIAL_PLAN, ForgetSchedule, estimate_noise_rate, keep_smallest
 
 
 def jocor_loss(logits1: torch.Tensor, logits2: torch.Tensor, y: torch.Tensor, co_lambda: float) -> torch.Tensor:
@@ -41,11 +41,12 @@ class JoCoR(Method):
     optim = OFFICIAL_PLAN
     passes = dict(train=2)   # two networks on each batch, one joint backward
 
-    def __init__(self, *, co_lambda: float = 0.9, forget_rate: float = 0.2, num_gradual: int = 10,
-                 exponent: float = 1.0, **base) -> None:
+    def __init__(self, *, co_lambda: float = 0.9, forget_rate: float | str = 0.2, num_gradual: int = 10,
+                 exponent: float = 1.0, estimate_epoch: int = 5, estimator: str = "gmm", **base) -> None:
         super().__init__(**base)
         self.co_lambda = check_range("jocor co_lambda", co_lambda, 0, 1)
-        self.schedule = ForgetSchedule(forget_rate, num_gradual, exponent)
+        self.schedule = ForgetSchedule(forget_rate, num_gradual, exponent, estimate_epoch=estimate_epoch,
+                                       estimator=estimator)
         self.register_buffer("kept", torch.zeros(self.num_train, dtype=torch.bool))
 
     def param_groups(self) -> list[list[torch.nn.Parameter]]:
@@ -53,13 +54,16 @@ class JoCoR(Method):
 
     def on_epoch_start(self, ctx: Context) -> None:
         self.kept.zero_()
+        if self.schedule.needs_estimate(ctx.epoch):   # forget_rate: estimate, from the noisy labels only
+            probs = [F.softmax(ctx.infer(net).float(), 1) for net in self.nets]
+            self.schedule.set_estimate(estimate_noise_rate(probs, self.noisy_labels, self.schedule.estimator))
 
     def loss(self, batch: Batch, ctx: Context) -> StepOutput:
         tau = self.schedule(ctx.epoch)
         per = jocor_loss(self.nets[0](batch.x), self.nets[1](batch.x), batch.y, self.co_lambda)
         keep = keep_smallest(per, tau)
         self.kept[batch.idx[keep]] = True
-        return StepOutput(per[keep].mean(), {"forget_rate": tau})
+        return StepOutput(per[keep].mean(), {"forget_rate": tau, **self.schedule.logs()})
 
     def selected(self) -> torch.Tensor:
         return self.kept
