@@ -26,6 +26,7 @@ from .data import DATASETS, InMemoryData, balanced_subset, load_dataset
 from .hydra_setup import check_noise_name
 from .method import METHODS, Method
 from .registry import ConfigError, as_int, check_range
+from .tblog import check_logger
 from .trainer import TrainConfig, Trainer, check_headline, train_config_dict
 
 PROTOCOL_KEYS = set(TrainConfig.__dataclass_fields__) | {"backbone", "backbone_options", "subset_per_class"}
@@ -55,6 +56,8 @@ class RunSpec:
     verbosity: str = "bar"      # quiet | epoch | bar
     interrupt_after: int | None = None
     diagnose_train: bool = False
+    logger: str = "none"        # none | tensorboard (live curves; the record stays the source of truth)
+    tb_dir: Path = Path("tensorboard")
     val_fraction: float = 0.0   # share of the noisy training set held out (stratified by noisy label)
     headline: str = "ensemble"  # what test_top1 means for several networks (method yaml `headline`)
     threads: int | None = None  # torch CPU threads (None: torch's default); not part of the experiment
@@ -258,6 +261,7 @@ def build_spec(cfg) -> RunSpec:
         device=_device(str(c.get("device", "auto"))), force=bool(c.get("force", False)),
         progress=bool(c.get("progress", True)), verbosity=check_verbosity(c.get("verbosity", "bar")),
         diagnose_train=bool(c.get("diagnose_train", False)),
+        logger=check_logger(c.get("logger", "none")), tb_dir=Path(str(c.get("tb_dir", "tensorboard"))).expanduser(),
         val_fraction=check_range("val_fraction", c.get("val_fraction") or 0.0, 0, 1, hi_open=True),
         interrupt_after=interrupt_after, headline=headline, threads=check_threads(c.get("threads")), resolved=c)
 
@@ -517,11 +521,19 @@ def _execute(spec: RunSpec, log, path: Path) -> dict:
     git = _git()  # the code as it was when the run started
     prep = prepare(spec)
     check_writable(spec)
+    sinks = []
+    if spec.logger == "tensorboard":
+        from .tblog import TensorBoardSink
+
+        rel = spec.record_path.relative_to(spec.results_dir).with_suffix("")
+        sinks.append(TensorBoardSink(spec.tb_dir / rel, store.flatten({**spec.semantic(),
+                                                                       "method_params": prep.method_params})))
     trainer = Trainer(prep.method, prep.stream, prep.test_sets, spec.train, device=spec.device,
                       data_seed=spec.seed, clean_labels=prep.clean,
                       checkpoint=spec.checkpoint_path,
                       progress=spec.progress and spec.verbosity == "bar", interrupt_after=spec.interrupt_after,
-                      log=log, diagnose_train=spec.diagnose_train, headline=spec.headline, log_epochs=not quiet)
+                      log=log, diagnose_train=spec.diagnose_train, headline=spec.headline, log_epochs=not quiet,
+                      sinks=sinks)
     res = trainer.fit()
     primary = next(iter(prep.test_sets)) + "_top1"
     if "val" in prep.test_sets and "test" in prep.test_sets:
@@ -546,6 +558,8 @@ def _execute(spec: RunSpec, log, path: Path) -> dict:
         "wall_s": res.wall_s, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "elapsed_this_call_s": time.time() - t0,
     }
+    for sink in sinks:
+        sink.close(None if res.status == "interrupted" else record["final"])
     if res.status == "interrupted":
         return {**record, "_path": None}
     record = store.ordered(record)

@@ -184,7 +184,8 @@ class Trainer:
                  device: torch.device, data_seed: int, clean_labels: torch.Tensor | None = None,
                  checkpoint: Path | None = None, progress: bool = True,
                  interrupt_after: int | None = None, log: Callable[[str], None] | None = None,
-                 diagnose_train: bool = False, headline: str = "ensemble", log_epochs: bool = True) -> None:
+                 diagnose_train: bool = False, headline: str = "ensemble", log_epochs: bool = True,
+                 sinks: list | None = None) -> None:
         self.method = method.to(device)
         self.headline = check_headline(headline, method.num_networks)
         self.stream = stream
@@ -199,6 +200,7 @@ class Trainer:
         self.diagnose_train = diagnose_train     # extra eval pass per epoch: fit of clean vs mislabeled samples
         self.log = log or (lambda s: print(s, file=sys.stderr, flush=True))
         self.log_epochs = log_epochs             # False (verbosity=quiet): no line per epoch
+        self.sinks = list(sinks or [])           # live curves (e.g. tblog.TensorBoardSink): each gets every row
         if device.type == "cuda":  # fixed input shapes: let cuDNN pick the fastest convolution algorithms once
             torch.backends.cudnn.benchmark = True
         if cfg.channels_last:
@@ -418,6 +420,8 @@ class Trainer:
                    **self.selection_health(), **self.diagnostics(), "train_seconds": train_s}
             row["seconds"] = time.perf_counter() - t0
             history.append(row)
+            for sink in self.sinks:
+                sink.epoch(row)
             wall += row["seconds"]
             main = next((k for k in row if k.endswith("_top1")), None)
             if self.log_epochs and (main or cfg.eval_every == 1 or epoch % 10 == 9):
