@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from nlbench.method import METHODS, Batch, Context, Method, StepOutput
+from nlbench.method import METHODS, Batch, Context, Method, StepOutput, Verdict
 from nlbench.registry import ConfigError, as_int, check_range
 
 from . import ssl_parts as S
@@ -237,3 +237,12 @@ class DivideMix(Method):
 
     def selected(self) -> torch.Tensor | None:
         return self.labeled_mask(0) if bool(self.divided) else None
+
+    def verdict(self) -> Verdict | None:
+        """The GMM clean probability w, the mean over the networks whose last co-divide saw the sample
+        (NaN for a sample no GMM saw, with a per-epoch subset); None in warm-up (no division yet)."""
+        if not bool(self.divided):
+            return None
+        m = self.member.float()
+        w = (self.prob * m).sum(0) / m.sum(0)
+        return Verdict(clean_prob=w)

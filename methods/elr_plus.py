@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nlbench.method import METHODS, Batch, Context, Method, StepOutput
+from nlbench.method import METHODS, Batch, Context, Method, StepOutput, Verdict
 from nlbench.mixup import mix, mixup_weight
 from nlbench.registry import ConfigError, check_range
 
@@ -131,6 +131,17 @@ class ELRPlus(Method):
             for eb, nb in zip(self.emas[i].buffers(), self.nets[i].buffers()):
                 eb.copy_(nb)
         self.net_steps[i] += 1
+
+    def verdict(self) -> Verdict | None:
+        """The ELR targets t (the running mean of the EMA networks' predictions), both networks averaged:
+        t's probability of the given label, its argmax label and that label's probability."""
+        t = self.hist.mean(0)
+        s = t.sum(1, keepdim=True)
+        if not bool((s > 0).all()):   # a sample not trained yet has no target: no verdict before epoch 1
+            return None
+        t = t / s
+        label_prob, label = t.max(1)
+        return Verdict(t.gather(1, self.noisy_labels[:, None]).squeeze(1), label, label_prob)
 
     def combine(self, logits: list[torch.Tensor]) -> torch.Tensor:
         """The official test: the softmax of the mean of both networks' logits."""

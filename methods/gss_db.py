@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from nlbench.losses import build_loss
-from nlbench.method import METHODS, Batch, Context, Method, StepOutput
+from nlbench.method import METHODS, Batch, Context, Method, StepOutput, Verdict
 
 from .gss_pool import DirectionPool, check_gss_options
 
@@ -62,3 +62,10 @@ class GSSDoubleBranch(Method):
 
     def label_beliefs(self) -> torch.Tensor:
         return self.pools[0].pool
+
+    def verdict(self) -> Verdict:
+        """Both pools' normalised distributions averaged: p of the given label, argmax and its probability."""
+        n = self.num_train
+        q = sum(p.probs(torch.arange(n, device=p.pool.device)) for p in self.pools) / len(self.pools)
+        label_prob, label = q.max(1)
+        return Verdict(q.gather(1, self.noisy_labels[:, None]).squeeze(1), label, label_prob)

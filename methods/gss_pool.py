@@ -69,6 +69,12 @@ class DirectionPool(nn.Module):
         """Labels (B,) drawn from D[idx] / sum(D[idx]); an empty pool gives its noisy label."""
         return torch.multinomial(self._rows(idx), 1, generator=generator).squeeze(1)
 
+    def verdict(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(p of the noisy label, argmax label, its probability), each (N,), of the normalised pools."""
+        q = self.probs(torch.arange(self.pool.shape[0], device=self.pool.device))
+        label_prob, label = q.max(1)
+        return q.gather(1, self.noisy[:, None]).squeeze(1), label, label_prob
+
     def probs(self, idx: torch.Tensor) -> torch.Tensor:
         """The sampling distribution D[idx] / sum(D[idx]) (B, K); an empty pool is one-hot on its noisy label."""
         d = self._rows(idx)

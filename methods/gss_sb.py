@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from nlbench.losses import build_loss
-from nlbench.method import METHODS, Batch, Context, Method, StepOutput
+from nlbench.method import METHODS, Batch, Context, Method, StepOutput, Verdict
 
 from .gss_pool import DirectionPool, check_gss_options
 
@@ -57,3 +57,7 @@ class GSSSingleBranch(Method):
 
     def label_beliefs(self) -> torch.Tensor:
         return self.pool.pool
+
+    def verdict(self) -> Verdict:
+        """The pool's probability of the given label, and the pool's argmax label with its probability."""
+        return Verdict(*self.pool.verdict())

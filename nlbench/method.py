@@ -149,6 +149,22 @@ class Passes:
         return p.train + labeled * p.train_labeled, p.infer + labeled * p.infer_labeled, p.eval_nets
 
 
+@dataclass
+class Verdict:
+    """A method's own view of each training sample (N = training-set size), for diagnostics and export.
+
+    ``clean_prob`` (N,) float in [0, 1]: how likely the method holds the *given* (noisy) label to be
+    correct (a GMM posterior, a pool probability, or 0/1 for a hard small-loss selection); 1 - it is the
+    method's score as a mislabeled-sample detector. ``label`` (N,) int: the label the method itself
+    believes in (e.g. the argmax of a GSS pool), with ``label_prob`` (N,) its probability; None when the
+    method has no label of its own.
+    """
+
+    clean_prob: torch.Tensor
+    label: torch.Tensor | None = None
+    label_prob: torch.Tensor | None = None
+
+
 class Stream(Protocol):
     """The training data as the trainer exposes it to methods (device-resident or file-based)."""
 
@@ -314,6 +330,14 @@ class Method(nn.Module, metaclass=abc.ABCMeta):
     def selected(self) -> torch.Tensor | None:
         """Bool mask (N,) of samples the method currently treats as clean, for diagnostics only."""
         return None
+
+    def verdict(self) -> Verdict | None:
+        """The method's per-sample verdict on the given labels (:class:`Verdict`), or None when it has
+        none (plain losses). Read by the trainer to score the method as a mislabeled-sample detector and
+        to export per-sample tables; never used for training. Default: 1 - 0 for :meth:`selected`
+        samples (a hard selection), else None."""
+        sel = self.selected()
+        return None if sel is None else Verdict(clean_prob=sel.float())
 
     def label_beliefs(self) -> torch.Tensor | None:
         """(N, K) per-sample label distribution the method trains towards (e.g. GSS pools), or None.

@@ -60,6 +60,8 @@ def confidence_stats(probs: torch.Tensor, noisy: torch.Tensor, true: torch.Tenso
         out[f"conf_{name}"] = pn[m].mean().item() if n else float("nan")
         out[f"fit_true_{name}"] = (pred[m] == true[m]).float().mean().item() if n else float("nan")
     out["memorized"] = (pred[~clean] == noisy[~clean]).float().mean().item() if (~clean).any() else float("nan")
+    # the CE-loss reference detector: the loss of the given label ranks mislabeled samples
+    out["det_loss_auroc"] = auroc(-pn.clamp_min(1e-12).log(), ~clean)
     return out
 
 
@@ -88,3 +90,41 @@ def collapse_status(last: dict, split: str = "test", share: float = COLLAPSE_SHA
             reasons.append(f"the labelled set holds {sel} class{'es' if sel != 1 else ''} "
                            f"({last.get('sel_size', '?')} samples)")
     return {"collapsed": bool(reasons) if known else None, "collapse_reason": "; ".join(reasons) or None}
+
+
+def auroc(score: torch.Tensor, positive: torch.Tensor) -> float:
+    """Area under the ROC curve of ``score`` (N,) (higher = more likely positive) for ``positive`` (N,)
+    bool: the Mann-Whitney probability that a random positive outscores a random negative, ties counting
+    one half (average ranks). NaN when either class is empty."""
+    score, positive = score.double().flatten(), positive.bool().flatten()
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = torch.argsort(score, stable=True)
+    s = score[order]
+    ranks = torch.empty_like(s)
+    ranks[order] = torch.arange(1, len(s) + 1, dtype=torch.float64, device=s.device)
+    # ties: every member of a run of equal scores gets the run's mean rank
+    uniq, inverse, counts = torch.unique(score, return_inverse=True, return_counts=True)
+    mean_rank = torch.zeros(len(uniq), dtype=torch.float64, device=s.device).index_add_(0, inverse, ranks) / counts
+    ranks = mean_rank[inverse]
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def detector_stats(clean_prob: torch.Tensor, is_clean: torch.Tensor, prefix: str = "det") -> dict[str, float]:
+    """A method's verdict scored as a detector of mislabeled samples against the truth.
+
+    ``clean_prob`` (N,): the method's probability that the given label is correct (NaN = no verdict on
+    that sample, left out). Flagged as mislabeled: ``clean_prob < 0.5``. ``<prefix>_precision`` /
+    ``_recall``: of the flagged samples, the share truly mislabeled / of the mislabeled samples, the
+    share flagged; ``<prefix>_auroc``: AUROC of 1 - clean_prob for the mislabeled samples;
+    ``<prefix>_flagged``: the share flagged (the method's own estimate of the noise rate).
+    """
+    ok = ~torch.isnan(clean_prob.float())
+    p, noisy = clean_prob.float()[ok], ~is_clean.bool()[ok]
+    flagged = p < 0.5
+    tp = (flagged & noisy).sum().item()
+    return {f"{prefix}_precision": tp / max(flagged.sum().item(), 1),
+            f"{prefix}_recall": tp / max(noisy.sum().item(), 1),
+            f"{prefix}_auroc": auroc(1 - p, noisy),
+            f"{prefix}_flagged": flagged.float().mean().item() if len(p) else float("nan")}

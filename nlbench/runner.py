@@ -57,6 +57,8 @@ class RunSpec:
     interrupt_after: int | None = None
     diagnose_train: bool = False
     logger: str = "none"        # none | tensorboard (live curves; the record stays the source of truth)
+    save_samples: bool = False  # per-sample table (samples.py) at the end and at sample_epochs
+    sample_epochs: tuple = ()
     tb_dir: Path = Path("tensorboard")
     val_fraction: float = 0.0   # share of the noisy training set held out (stratified by noisy label)
     headline: str = "ensemble"  # what test_top1 means for several networks (method yaml `headline`)
@@ -252,7 +254,7 @@ def build_spec(cfg) -> RunSpec:
         resolve_auto_rates(params, noise, dataset=dataset, num_classes=0)
     seed, noise_seed = as_int("seed", c["seed"]), as_int("noise_seed", c["noise_seed"])
     interrupt_after = None if c.get("interrupt_after") is None else as_int("interrupt_after", c["interrupt_after"])
-    return RunSpec(
+    spec = RunSpec(
         method=method, method_params=params, dataset=dataset, dataset_options=dict(dcfg.get("options") or {}),
         augment=augment,
         noise=noise, noise_seed=noise_seed, backbone=backbone, backbone_options=boptions, subset_per_class=subset,
@@ -261,9 +263,33 @@ def build_spec(cfg) -> RunSpec:
         device=_device(str(c.get("device", "auto"))), force=bool(c.get("force", False)),
         progress=bool(c.get("progress", True)), verbosity=check_verbosity(c.get("verbosity", "bar")),
         diagnose_train=bool(c.get("diagnose_train", False)),
+        save_samples=_as_bool("save_samples", c.get("save_samples", False)),
+        sample_epochs=tuple(as_int("sample_epochs", e) for e in (c.get("sample_epochs") or ())),
         logger=check_logger(c.get("logger", "none")), tb_dir=Path(str(c.get("tb_dir", "tensorboard"))).expanduser(),
         val_fraction=check_range("val_fraction", c.get("val_fraction") or 0.0, 0, 1, hi_open=True),
         interrupt_after=interrupt_after, headline=headline, threads=check_threads(c.get("threads")), resolved=c)
+    _sample_epochs(spec)   # epochs outside the run are bad input, found before any data is read
+    return spec
+
+
+def _as_bool(name: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be true or false, got {value!r}")
+    return value
+
+
+def _sample_epochs(spec: RunSpec) -> tuple[int, ...]:
+    """The 1-based epochs whose per-sample table a run keeps: ``sample_epochs`` and, with
+    ``save_samples``, the last; epochs beyond the run are refused."""
+    bad = [e for e in spec.sample_epochs if not 1 <= e <= spec.train.epochs]
+    if bad:
+        raise ConfigError(f"sample_epochs={list(spec.sample_epochs)}: epoch(s) {bad} outside 1..{spec.train.epochs}")
+    return tuple(sorted(set(spec.sample_epochs) | ({spec.train.epochs} if spec.save_samples else set())))
+
+
+def _dataset_index(data):
+    idx = getattr(data, "train_index", None)
+    return None if idx is None else np.asarray(idx)
 
 
 def check_threads(value) -> int | None:
@@ -533,7 +559,7 @@ def _execute(spec: RunSpec, log, path: Path) -> dict:
                       checkpoint=spec.checkpoint_path,
                       progress=spec.progress and spec.verbosity == "bar", interrupt_after=spec.interrupt_after,
                       log=log, diagnose_train=spec.diagnose_train, headline=spec.headline, log_epochs=not quiet,
-                      sinks=sinks)
+                      sinks=sinks, sample_epochs=_sample_epochs(spec), dataset_index=_dataset_index(prep.data))
     res = trainer.fit()
     primary = next(iter(prep.test_sets)) + "_top1"
     if "val" in prep.test_sets and "test" in prep.test_sets:
@@ -560,6 +586,11 @@ def _execute(spec: RunSpec, log, path: Path) -> dict:
     }
     for sink in sinks:
         sink.close(None if res.status == "interrupted" else record["final"])
+    if trainer.samples and res.status != "interrupted":   # before the record: a record never points at nothing
+        from .samples import samples_path, write_samples
+
+        write_samples(samples_path(path), trainer.samples)
+        record["samples"] = {"file": samples_path(path).name, "epochs": sorted(trainer.samples)}
     if res.status == "interrupted":
         return {**record, "_path": None}
     record = store.ordered(record)

@@ -24,7 +24,7 @@ import torch
 
 from .common import progress_bar
 from .method import Context, Method, OptimPlan
-from .metrics import belief_stats, confidence_stats, selection_stats, topk_correct
+from .metrics import belief_stats, confidence_stats, detector_stats, selection_stats, topk_correct
 from .registry import ConfigError, as_int, check_range
 
 SCHEDULES = ("cosine", "multistep", "onecycle", "constant")
@@ -185,7 +185,8 @@ class Trainer:
                  checkpoint: Path | None = None, progress: bool = True,
                  interrupt_after: int | None = None, log: Callable[[str], None] | None = None,
                  diagnose_train: bool = False, headline: str = "ensemble", log_epochs: bool = True,
-                 sinks: list | None = None) -> None:
+                 sinks: list | None = None, sample_epochs: tuple[int, ...] = (),
+                 dataset_index=None) -> None:
         self.method = method.to(device)
         self.headline = check_headline(headline, method.num_networks)
         self.stream = stream
@@ -201,6 +202,9 @@ class Trainer:
         self.log = log or (lambda s: print(s, file=sys.stderr, flush=True))
         self.log_epochs = log_epochs             # False (verbosity=quiet): no line per epoch
         self.sinks = list(sinks or [])           # live curves (e.g. tblog.TensorBoardSink): each gets every row
+        self.sample_epochs = set(sample_epochs)  # 1-based epochs whose per-sample table is kept (samples.py)
+        self.dataset_index = dataset_index
+        self.samples: dict[int, dict] = {}
         if device.type == "cuda":  # fixed input shapes: let cuDNN pick the fastest convolution algorithms once
             torch.backends.cudnn.benchmark = True
         if cfg.channels_last:
@@ -241,7 +245,7 @@ class Trainer:
         if self.checkpoint is None:
             return
         state = {
-            "epoch_done": epoch_done, "history": history, "wall_s": wall,
+            "epoch_done": epoch_done, "history": history, "wall_s": wall, "samples": self.samples,
             "method": self.method.state_dict(),
             "optimizers": [o.state_dict() for o in self.optimizers],
             "optim_plan": None if self.plan is None else self.plan.to_dict(),
@@ -283,6 +287,7 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"].cpu())
         if state.get("cuda_rng") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
+        self.samples = dict(state.get("samples") or {})
         self.log(f"resumed from {self.checkpoint} after epoch {state['epoch_done']}")
         return int(state["epoch_done"]), list(state["history"]), float(state["wall_s"])
 
@@ -351,6 +356,9 @@ class Trainer:
         bel = self.method.label_beliefs()
         if bel is not None:
             out.update(belief_stats(bel.to(self.device), self.clean, is_clean))
+        verdict = self.method.verdict()
+        if verdict is not None:   # the method as a mislabeled-sample detector
+            out.update(detector_stats(verdict.clean_prob.to(self.device), is_clean))
         if self.diagnose_train:  # eval mode, no grad, no RNG: the run's numbers are unchanged
             probs = torch.softmax(self.stream.infer(self.method.nets[0]), dim=1)
             out.update(confidence_stats(probs, self.method.noisy_labels, self.clean))
@@ -420,6 +428,10 @@ class Trainer:
                    **self.selection_health(), **self.diagnostics(), "train_seconds": train_s}
             row["seconds"] = time.perf_counter() - t0
             history.append(row)
+            if epoch + 1 in self.sample_epochs:   # eval mode, no grad, no RNG: changes no number of the run
+                from .samples import sample_table
+
+                self.samples[epoch + 1] = sample_table(m, self.stream, self.clean, self.dataset_index)
             for sink in self.sinks:
                 sink.epoch(row)
             wall += row["seconds"]
