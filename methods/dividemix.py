@@ -105,10 +105,12 @@ class DivideMix(Method):
     # --- schedule -----------------------------------------------------------------------------
     def warmup_length(self, epochs: int, lr_ramp: float = 0.0) -> int:
         """Warm-up epochs of a run of ``epochs`` whose lr schedule ramps up over ``lr_ramp`` epochs: the
-        official length scaled to the run, but never ending before ``warmup_after_ramp`` whole epochs at
-        full learning rate after the ramp (the official warm-up is 10 epochs at full lr)."""
+        official length scaled to the run; with a ramp (a short schedule's onecycle), never ending before
+        ``warmup_after_ramp`` whole epochs at full learning rate after it (the official warm-up is 10
+        epochs at full lr: a split made inside the ramp is made on networks that have barely trained).
+        Without a ramp (the paper protocols) the scaled official length, unchanged."""
         scaled = max(1, round(self.warmup_epochs * epochs / self.reference_epochs))
-        if self.warmup_after_ramp == 0:
+        if self.warmup_after_ramp == 0 or lr_ramp <= 0:
             return scaled
         return min(epochs, max(scaled, math.ceil(lr_ramp) + self.warmup_after_ramp))
 

@@ -117,12 +117,13 @@ def test_lambda_u_ramp_and_warmup_scale_with_the_epoch_count():
 
 
 def test_warmup_ends_after_the_lr_ramp_at_full_learning_rate():
-    """warmup_after_ramp = k: the warm-up lasts at least ceil(ramp) + k epochs (k at full lr after the
-    schedule's ramp), else the scaled official length; never longer than the run. k = 0: the old rule."""
+    """warmup_after_ramp = k: with an lr ramp the warm-up lasts at least ceil(ramp) + k epochs (k at full lr
+    after it), else the scaled official length; never longer than the run. k = 0 or no ramp: the old rule."""
     m = make(warmup_epochs=10, reference_epochs=300, warmup_after_ramp=5)
     assert m.warmup_length(100, lr_ramp=5.0) == 10          # scaled: round(3.3) = 3 < 5 + 5
     assert m.warmup_length(100, lr_ramp=4.5) == 10          # a fractional ramp counts as whole epochs
     assert m.warmup_length(300, lr_ramp=0.0) == 10          # paper scale (no ramp): the official 10
+    assert m.warmup_length(200, lr_ramp=0.0) == 7           # no ramp: the scaled length, not raised to 5
     assert m.warmup_length(900, lr_ramp=5.0) == 30          # long runs keep the scaled length
     assert m.warmup_length(8, lr_ramp=5.0) == 8             # capped at the run
     assert make(warmup_epochs=10, reference_epochs=300).warmup_length(100, lr_ramp=5.0) == 3
