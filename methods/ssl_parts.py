@@ -8,8 +8,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.special import betaincinv
-from sklearn.mixture import GaussianMixture
 
 from nlbench.mixup import device_mix_weight, mix
 
@@ -46,6 +44,8 @@ def draw_mix_lambda(alpha: float, generator: torch.Generator) -> float | torch.T
     distribution, drawn as a Gamma ratio), so the step never waits for the device (issue 11)."""
     if generator.device.type != "cpu":
         return device_mix_weight(alpha, generator)
+    from scipy.special import betaincinv   # here, not at the top: `nlbench list` imports every method
+
     u = float(torch.rand(1, generator=generator, device=generator.device))
     lam = float(betaincinv(alpha, alpha, u))
     return max(lam, 1.0 - lam)
@@ -91,6 +91,7 @@ def gmm_clean_prob(losses: torch.Tensor, seed: int) -> torch.Tensor:
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
+    from sklearn.mixture import GaussianMixture   # ~1 s to import: only when a method divides
 
     x = losses.detach().double().cpu().numpy().reshape(-1, 1)
     gmm = GaussianMixture(n_components=2, max_iter=10, tol=1e-2, reg_covar=5e-4, random_state=seed)

@@ -57,17 +57,19 @@ Exit codes: 0 completed; 1 a run failed; 2 bad input (nothing written); 3 a run 
 
 
 def run_help() -> str:
-    groups = "\n".join(f"  {g}=<{'|'.join(group_choices(g))}>" for g in GROUPS)
+    # experiment is not in the config's defaults: Hydra needs +experiment= (experiment= is accepted too)
+    groups = "\n".join(f"  {'+' if g == 'experiment' else ''}{g}=<{'|'.join(group_choices(g))}>" for g in GROUPS)
     return RUN_HELP.format(groups=groups)
 
 
 def cmd_run(args: list[str], *, dry: bool = False) -> int:
-    from . import sweep
-    from .runner import build_spec, prepare
-
-    if any(a in ("-h", "--help") for a in args):
+    if any(a in ("-h", "--help") for a in args):   # before the imports below (torch): help comes at once
         print(run_help())
         return 0
+    from . import sweep
+    from .data import data_line
+    from .runner import build_spec, prepare
+
     multi = any(a in ("-m", "--multirun") for a in args)
     listing = "--dry-run" in args
     overrides = [a for a in args if a not in ("-m", "--multirun", "--dry-run")]
@@ -95,6 +97,7 @@ def cmd_run(args: list[str], *, dry: bool = False) -> int:
         print(f"{len(members)} runs: {done} finished, {len(members) - done} to run (--dry-run: nothing trained)")
         return 0
     if dry:
+        said = set()
         for m in members:
             spec = m.spec
             prep = prepare(spec)
@@ -103,6 +106,10 @@ def cmd_run(args: list[str], *, dry: bool = False) -> int:
                   f"noise={n.name} actual_rate={'n/a' if n.actual_rate is None else f'{n.actual_rate:.4g}'} "
                   f"hash={n.label_hash} backbone={spec.backbone} "
                   f"scale={spec.scale} epochs={spec.train.epochs} record={spec.record_path}")
+            line = data_line(spec.dataset, prep.data)
+            if line not in said:    # once per data copy, not once per member
+                said.add(line)
+                print(line)
         return 0
     if multi:
         sweep.validate_members(members)   # config, data, method, output folders: before the first member trains
@@ -116,10 +123,22 @@ def cmd_run(args: list[str], *, dry: bool = False) -> int:
 
 
 def cmd_list(args: list[str]) -> int:
+    """Every registry and config choice; ``method_modules=[...]`` / ``method_conf_dirs=[...]`` add a
+    researcher's own methods and their yaml, as they do for ``run``."""
+    from .plugins import override_list
+
+    if any(a in ("-h", "--help") for a in args):
+        print("usage: python -m nlbench list [method_modules=[pkg.mod]] [method_conf_dirs=[/path/conf]]\n\n"
+              + cmd_list.__doc__.split("\n")[0])
+        return 0
+    allowed = ("method_modules", "method_conf_dirs")
+    for a in args:
+        if a.lstrip("+").partition("=")[0] not in allowed or "=" not in a:
+            raise ConfigError(f"unknown argument {a!r} for list; valid: {', '.join(f'{k}=[...]' for k in allowed)}")
     import methods  # noqa: F401
     from .plugins import load_method_modules
 
-    load_method_modules()   # entry points and $NLBENCH_METHOD_MODULES
+    load_method_modules(override_list(args, "method_modules"))   # + entry points and $NLBENCH_METHOD_MODULES
     from .backbones import BACKBONES
     from .data import DATASETS
     from .method import METHODS
@@ -129,7 +148,7 @@ def cmd_list(args: list[str]) -> int:
                        ("backbones", BACKBONES)):
         print(f"{title}: {', '.join(reg.names())}")
     for g in GROUPS:
-        print(f"conf/{g}: {', '.join(group_choices(g))}")
+        print(f"conf/{g}: {', '.join(group_choices(g, args))}")
     return 0
 
 

@@ -10,7 +10,7 @@ import re
 
 from .experiments import SWEEPS_KEY
 from .hydra_setup import CONF_DIR, RATE_FAMILIES, register_resolvers
-from .registry import ConfigError
+from .registry import ConfigError, did_you_mean
 
 GROUPS = ("method", "dataset", "noise", "backbone", "scale", "experiment")
 
@@ -25,7 +25,9 @@ def group_choices(group: str, overrides: list[str] = ()) -> list[str]:
 def add_or_override(overrides: list[str]) -> list[str]:
     """train.<key> and method.params.<key> may name keys the yaml leaves out (train.warmup_epochs,
     a method's hyperparameters): add-or-override them (``++``); build_spec then checks each name
-    against the valid ones and lists them (Hydra alone would only say "Could not override")."""
+    against the valid ones and lists them (Hydra alone would only say "Could not override").
+    ``experiment=X`` is Hydra's ``+experiment=X`` (the group is not in the defaults list; both work)."""
+    overrides = [f"+{o}" if o.startswith("experiment=") else o for o in overrides]
     overrides = [f"++{o}" if o.startswith(("train.", "method.params.")) and "=" in o else o for o in overrides]
     # a method parameter set on the command line wins over the yaml's params_by_dataset/params_by_noise:
     # it is kept apart under method.params_cli (runner.resolve_method_params applies it last)
@@ -46,9 +48,13 @@ def compose(overrides: list[str]):
     for o in overrides:
         key, _, val = o.lstrip("+~").partition("=")
         if key in GROUPS and val and val not in group_choices(key, overrides):
+            if key == "method":
+                check_method_source(val, overrides)
             fam = re.match(rf"^({'|'.join(sorted(RATE_FAMILIES, key=len, reverse=True))})([0-9.]+)$", val)
             hint = f"; for any rate use noise={fam.group(1)} noise.rate={fam.group(2)}" if key == "noise" and fam else ""
-            raise ConfigError(f"unknown {key} {val!r}; valid choices: {', '.join(group_choices(key, overrides))}{hint}")
+            choices = group_choices(key, overrides)
+            raise ConfigError(f"unknown {key} {val!r}{'' if hint else did_you_mean(val, choices)}; "
+                              f"valid choices: {', '.join(choices)}{hint}")
     overrides = conf_search_overrides(overrides) + add_or_override(overrides)
     try:
         with initialize_config_dir(version_base=None, config_dir=str(CONF_DIR), job_name="nlbench"):
@@ -77,6 +83,23 @@ def compose(overrides: list[str]):
                 raise ConfigError(f"unknown config key {m.group(1)!r}; valid keys"
                                   f"{' under ' + parent if parent else ''}: {valid}") from None
         raise ConfigError(f"bad override: {first}") from None
+
+
+def check_method_source(name: str, overrides: list[str]) -> None:
+    """A method with no yaml may come from an outside module: import the modules named by
+    ``method_modules`` first (a wrong path is that import's error, not "unknown method"), and when
+    one of them registered ``name``, say that its yaml is what is missing."""
+    from .plugins import load_method_modules, override_list
+
+    modules = override_list(overrides, "method_modules")
+    load_method_modules(modules)
+    import methods  # noqa: F401  (the built-in methods, for the registry below)
+    from .method import METHODS
+
+    if name in METHODS:
+        raise ConfigError(f"method {name!r} is registered (by {METHODS.get(name).__module__}) but has no config: "
+                          f"no method/{name}.yaml in conf/ or in method_conf_dirs; add "
+                          f"method_conf_dirs=[<folder holding method/{name}.yaml>]")
 
 
 def check_noise_rate(cfg, overrides: list[str]) -> None:

@@ -101,6 +101,24 @@ def load_dataset(name: str, *, data_dir: str | Path, download: bool = False, **o
     return loader(Path(data_dir).expanduser(), download=download, **options)
 
 
+def data_line(name: str, data) -> str:
+    """One line saying which copy of dataset ``name`` a run trains on (``validate`` and ``run`` print it
+    once): official files, a local copy whose files fail the official MD5s, an embedded set, or files
+    read through their official lists. The record keeps the same facts under ``data``."""
+    meta = getattr(data, "meta", None) or {}
+    where = f" under {meta['root']}" if meta.get("root") else ""
+    if "md5_ok" in meta:
+        what = {True: "the official files (MD5 verified)",
+                False: "a local copy whose files differ from the official MD5s (the record says data.md5_ok=false; "
+                       "the report keeps such runs apart from official ones)"}.get(
+            meta["md5_ok"], "files not checked against the official MD5s")
+    elif meta.get("source"):
+        what = f"embedded ({meta['source']})"
+    else:
+        what = "local files read through the official file lists (no checksum)"
+    return f"data: {name}{where}: {what}"
+
+
 # ---------------------------------------------------------------------------------------------
 @DATASETS.register("digits")
 def load_digits(data_dir: Path, *, download: bool = False, test_size: float = 0.25) -> InMemoryData:

@@ -65,7 +65,7 @@ def load_method_modules(modules=None) -> None:
             _loaded.add(name)
 
 
-def _override_list(overrides: list[str], key: str) -> list[str]:
+def override_list(overrides: list[str], key: str) -> list[str]:
     """The list value of ``key=[a,b]`` (or ``key=a``) among command-line overrides."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -80,7 +80,7 @@ def _override_list(overrides: list[str], key: str) -> list[str]:
 def conf_dirs(overrides: list[str] = ()) -> list[Path]:
     """Every extra config folder: ``method_conf_dirs=[...]`` among ``overrides``, then
     ``$NLBENCH_METHOD_CONF_DIRS``, then the entry points' ``conf/`` folders."""
-    given = _override_list(list(overrides), "method_conf_dirs")
+    given = override_list(list(overrides), "method_conf_dirs")
     env = [d for d in os.environ.get("NLBENCH_METHOD_CONF_DIRS", "").split(os.pathsep) if d]
     out = []
     for d in [*given, *env]:

@@ -19,6 +19,11 @@ class DataError(ConfigError):
     """A missing, partial or corrupt data directory or file."""
 
 
+class RunError(Exception):
+    """A run cannot go on, for a reason its message states in full (the checkpoint disk is full): shown
+    as one ``error:`` line without a traceback; the run is recorded as failed (exit code 1)."""
+
+
 class Registry(Generic[T]):
     """A name -> object mapping; duplicate names raise, unknown names list the choices.
 
@@ -48,9 +53,8 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         if name not in self._items:
-            raise ConfigError(
-                f"unknown {self.kind} {name!r}; valid choices: {', '.join(self.names())}"
-            )
+            raise ConfigError(f"unknown {self.kind} {name!r}{did_you_mean(name, self.names())}; "
+                              f"valid choices: {', '.join(self.names())}")
         return self._items[name]
 
     def names(self) -> list[str]:
@@ -66,6 +70,14 @@ class Registry(Generic[T]):
         return [(n, self._items[n]) for n in self.names()]
 
 
+def did_you_mean(name: str, choices) -> str:
+    """``" (did you mean gss_sb?)"`` when ``name`` is close to one of ``choices`` (a typo), else ""."""
+    import difflib
+
+    close = difflib.get_close_matches(str(name), list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
 def check_range(name: str, value: Any, lo: float | None = None, hi: float | None = None,
                 *, lo_open: bool = False, hi_open: bool = False) -> float:
     """Validate a numeric hyperparameter; raise ConfigError naming it and the allowed range."""
@@ -78,7 +90,9 @@ def check_range(name: str, value: Any, lo: float | None = None, hi: float | None
     if bad or v != v:
         lb = "(" if lo_open else "["
         rb = ")" if hi_open else "]"
-        raise ConfigError(f"{name}={value!r} is outside {lb}{lo if lo is not None else '-inf'}, "
+        # a key reads key=value (train.lr=0.0); a name in words reads "noise rate 1.5"
+        said = f"{name} {value!r}" if " " in name else f"{name}={value!r}"
+        raise ConfigError(f"{said} is outside {lb}{lo if lo is not None else '-inf'}, "
                           f"{hi if hi is not None else 'inf'}{rb}")
     return v
 

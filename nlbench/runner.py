@@ -22,7 +22,7 @@ import torch
 
 from . import store
 from .backbones import BACKBONES, build_backbone
-from .data import DATASETS, InMemoryData, balanced_subset, load_dataset
+from .data import DATASETS, InMemoryData, balanced_subset, data_line, load_dataset
 from .hydra_setup import check_noise_name
 from .method import METHODS, Method
 from .registry import ConfigError, as_int, check_range
@@ -245,7 +245,7 @@ def build_spec(cfg) -> RunSpec:
 
     NOISE.get(ncfg["kind"])
     check_noise_name(ncfg)
-    check_range(f"noise rate (noise={ncfg['name']})", ncfg["rate"], 0, 1, hi_open=True)
+    check_range("noise rate", ncfg["rate"], 0, 1, hi_open=True)   # "noise rate 1.5 is outside [0, 1)"
     noise = {"name": ncfg["name"], "kind": ncfg["kind"], "rate": float(ncfg["rate"]),
              "options": dict(ncfg.get("options") or {})}
     if ncfg.get("expected_rate") is not None:
@@ -317,6 +317,7 @@ class Prepared:
 
 
 _DATA_CACHE: dict | None = None    # active only inside shared_data_cache()
+_DATA_SAID: set[str] = set()       # data lines this process printed: each data copy is named once
 
 
 @contextlib.contextmanager
@@ -436,16 +437,23 @@ def _hold_out_val(data, clean, noisy: np.ndarray, fraction: float, seed: int):
     return data, None, noisy[tr], info
 
 
-def _git() -> dict:
-    root = Path(__file__).resolve().parent.parent
+def _git(root: Path | None = None) -> dict:
+    """The commit of the checkout at ``root`` (default: this source tree) and whether it has changes.
+    Both are null when unknown: no git, or a copy without ``.git`` (a tarball, an sdist), even one
+    unpacked inside another repository; a copy without git must not claim to be clean."""
+    root = Path(root or Path(__file__).resolve().parent.parent).resolve()
+    unknown = {"commit": None, "dirty": None}
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                                timeout=10).stdout.strip() or None
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                                    capture_output=True, text=True, timeout=10).stdout.strip())
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel", "HEAD"], cwd=root, capture_output=True,
+                             text=True, timeout=10)
+        lines = top.stdout.split()
+        if top.returncode != 0 or len(lines) != 2 or Path(lines[0]).resolve() != root:
+            return unknown
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
-    return {"commit": commit, "dirty": dirty}
+        return unknown
+    return {"commit": lines[1], "dirty": bool(status.stdout.strip()) if status.returncode == 0 else None}
 
 
 def _versions(device: torch.device) -> dict:
@@ -500,6 +508,8 @@ def check_writable(spec: RunSpec) -> None:
     import tempfile
 
     for key, folder in (("results_dir", spec.results_dir), ("checkpoint_dir", spec.checkpoint_dir)):
+        if folder.exists() and not folder.is_dir():   # mkdir would only say "File exists"
+            raise ConfigError(f"{key}={str(folder)!r} is a file, not a folder; set {key}=<a folder>")
         try:
             folder.mkdir(parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile(dir=folder, prefix=".nlbench-write-probe-"):
@@ -547,6 +557,10 @@ def _execute(spec: RunSpec, log, path: Path) -> dict:
     git = _git()  # the code as it was when the run started
     prep = prepare(spec)
     check_writable(spec)
+    said = data_line(spec.dataset, prep.data)
+    if said not in _DATA_SAID:   # which copy of the data (official MD5s or not), once per process
+        _DATA_SAID.add(said)
+        log(said)
     sinks = []
     if spec.logger == "tensorboard":
         from .tblog import TensorBoardSink

@@ -6,8 +6,9 @@ Reads every record under ``results_dir`` (``results_dir=PATH``, else ``$NLBENCH_
 - ``key=value`` keeps the rows whose column ``key`` equals ``value`` (numbers compare as numbers,
   ``a,b`` means either): ``method=gss_sb train.lr=0.02 status=failed``.
 - ``--columns a,b,c`` chooses the columns; the default is a short summary (method, dataset, noise,
-  scale, seed, status, acc_last, acc_best, minutes) plus every setting column whose value differs
-  between the rows shown, so a sweep shows the values it swept. ``--columns all`` prints every column.
+  scale, seed, status, acc_last, acc_best, minutes) plus every setting column that takes two or more
+  values among the rows shown that have it, so a sweep shows the values it swept.
+  ``--columns all`` prints every column.
 - ``--csv`` prints CSV instead of an aligned table.
 
 An unknown column (in a filter or in ``--columns``) is an error that lists the valid columns.
@@ -51,24 +52,33 @@ def filter_rows(df, filters: dict[str, str]):
 
 
 def default_columns(df) -> list[str]:
+    """The summary columns and every setting that takes two or more values among the rows that have it
+    (a setting of one method only, e.g. ``method.q``, shows when those rows differ in it, not merely
+    because the other rows lack it)."""
     varying = [c for c in df.columns if c.startswith(SETTING_PREFIXES)
-               and df[c].astype(str).nunique(dropna=False) > 1]
+               and df[c].dropna().astype(str).nunique() > 1]
     cols = [c for c in SUMMARY if c in df.columns] + varying
     if "message" in df.columns and df["message"].notna().any():
         cols.append("message")
     return cols
 
 
-def _fmt(v) -> str:
+#: columns printed with a fixed number of decimals instead of 4 significant digits (0.08 minutes, not 0.08328)
+DECIMALS = {"minutes": 2}
+
+
+def _fmt(v, decimals: int | None = None) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
     if isinstance(v, float):
+        if decimals is not None:
+            return f"{v:.{decimals}f}"
         return f"{v:.4g}" if abs(v) < 1e4 else f"{v:.0f}"
     return str(v)
 
 
 def format_table(df, columns: list[str]) -> str:
-    cells = [[_fmt(v) for v in row] for row in df[columns].itertuples(index=False)]
+    cells = [[_fmt(v, DECIMALS.get(c)) for v, c in zip(row, columns)] for row in df[columns].itertuples(index=False)]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells]
@@ -103,6 +113,8 @@ def cmd_runs(args: list[str]) -> int:
         else:
             raise ConfigError(f"unknown argument {a!r} for runs; valid: key=value filters, results_dir=PATH, "
                               "--columns a,b,c, --csv")
+    if os.path.exists(results_dir) and not os.path.isdir(results_dir):
+        raise ConfigError(f"results_dir={results_dir!r} is a file, not a folder; set results_dir=<the folder of records>")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         df = load_records(results_dir)

@@ -92,7 +92,7 @@ def run_member(spec, *, bad_input_raises: bool) -> dict:
     With ``bad_input_raises`` a ConfigError propagates (a single run's bad input: exit 2, nothing
     written); in a validated sweep every exception becomes a failed record so the sweep goes on.
     """
-    from .registry import ConfigError
+    from .registry import ConfigError, RunError
     from .runner import execute, write_failure
 
     try:
@@ -103,7 +103,10 @@ def run_member(spec, *, bad_input_raises: bool) -> dict:
         if bad_input_raises and isinstance(e, ConfigError):
             raise
         tb = traceback.format_exc()
-        print(tb, file=sys.stderr, end="")
+        if isinstance(e, RunError):   # its message says it all (a full disk): one line, no traceback
+            print(f"error: {e}", file=sys.stderr)
+        else:
+            print(tb, file=sys.stderr, end="")
         return write_failure(spec, e, tb)
 
 

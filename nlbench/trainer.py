@@ -25,7 +25,7 @@ import torch
 from .common import progress_bar
 from .method import Context, Method, OptimPlan
 from .metrics import belief_stats, confidence_stats, detector_stats, selection_stats, topk_correct
-from .registry import ConfigError, as_int, check_range
+from .registry import ConfigError, RunError, as_int, check_range
 
 SCHEDULES = ("cosine", "multistep", "onecycle", "constant")
 OPTIMIZERS = ("sgd", "adam")
@@ -128,6 +128,17 @@ class TrainConfig:
             return lr / 10 + (lr - lr / 10) * e / w
         t = (e - w) / max(E - w, 1)
         return self.eta_min + 0.5 * (lr - self.eta_min) * (1 + math.cos(math.pi * t))
+
+
+def checkpoint_write_error(e: OSError, folder: Path) -> str:
+    """One line for a checkpoint that could not be written: a full disk (or quota) says so."""
+    import errno
+
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (f"no space left on device: the checkpoint could not be written in {folder} (the partial file "
+                f"was removed); free space there or set checkpoint_dir=<a folder on another disk>")
+    return (f"the checkpoint could not be written in {folder} ({e.strerror or type(e).__name__}; the partial "
+            f"file was removed); set checkpoint_dir=<a writable folder>")
 
 
 def compile_mode_for(cfg: TrainConfig, device: torch.device) -> str | None:
@@ -258,11 +269,19 @@ class Trainer:
         for attempt in range(3):  # a parallel job may prune the (empty) folder between mkdir and save
             try:
                 self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
-                torch.save(state, tmp)
+                # through a Python file: a full disk is then OSError(ENOSPC), where torch's own writer
+                # says only "unexpected pos 2496 vs 2390"
+                with open(tmp, "wb") as f:
+                    torch.save(state, f)
                 break
-            except (FileNotFoundError, RuntimeError):  # torch says RuntimeError("Parent directory ...")
+            except FileNotFoundError:
                 if attempt == 2 or self.checkpoint.parent.is_dir():
                     raise
+            except (OSError, RuntimeError) as e:
+                tmp.unlink(missing_ok=True)   # never leave a partial checkpoint behind
+                if isinstance(e, OSError):
+                    raise RunError(checkpoint_write_error(e, self.checkpoint.parent)) from None
+                raise
         os.replace(tmp, self.checkpoint)
 
     def _load(self) -> tuple[int, list[dict], float]:

@@ -61,11 +61,23 @@ def semantic_config(overrides: list[str]) -> dict | str:
     return _SEMANTIC[key]
 
 
+def plugin_overrides(rec: dict) -> list[str]:
+    """The settings that found a method from outside the suite when the run was made
+    (``method_modules``, ``method_conf_dirs``; else the module the record names): composing the run's
+    default config needs them as the run did."""
+    cfg = rec.get("config") if isinstance(rec.get("config"), dict) else {}
+    lists = {k: [str(v) for v in (cfg.get(k) or [])] for k in ("method_modules", "method_conf_dirs")}
+    module = str(rec.get("method_module") or "")
+    if not lists["method_modules"] and module and not module.startswith("methods."):
+        lists["method_modules"] = [module]
+    return [f"{k}=[{','.join(v)}]" for k, v in lists.items() if v]
+
+
 def config_diff(run: Run) -> tuple[str, ...]:
     """``key=value`` for each effective config value that differs from this checkout's default for the
     run's (method, dataset, noise, scale, seed); ``method_params.`` is left out of the names."""
     base = semantic_config([f"method={run.method}", f"dataset={run.dataset}", f"noise={run.noise}",
-                            f"scale={run.scale}"])
+                            f"scale={run.scale}", *plugin_overrides(run.rec)])
     if isinstance(base, str):
         return ()
     fe, fb = comparable(run.effective), comparable(run.resolve_auto(base))
