@@ -221,6 +221,10 @@ def build_spec(cfg) -> RunSpec:
     protocol = dict(dcfg["protocol"])
     scale_cfg = dict(scales.get(scale, {}) or {}) if scale != "paper" else {}
     augment = {**(dcfg.get("augment") or {}), **(scale_cfg.pop("augment", None) or {})}  # a scale may change it
+    # a scale may hold out a noisy validation split by default (scale=cpu: what chooses between options);
+    # val_fraction=<f> on the command line wins, val_fraction=0 turns it off
+    scale_val = scale_cfg.pop("val_fraction", 0.0)
+    val_fraction = scale_val if c.get("val_fraction") is None else c["val_fraction"]
     protocol.update(scale_cfg)
     protocol.update((mcfg.get("train") or {}))
     protocol.update((mcfg.get("train_by_dataset") or {}).get(dataset, {}) or {})
@@ -266,7 +270,7 @@ def build_spec(cfg) -> RunSpec:
         save_samples=_as_bool("save_samples", c.get("save_samples", False)),
         sample_epochs=tuple(as_int("sample_epochs", e) for e in (c.get("sample_epochs") or ())),
         logger=check_logger(c.get("logger", "none")), tb_dir=Path(str(c.get("tb_dir", "tensorboard"))).expanduser(),
-        val_fraction=check_range("val_fraction", c.get("val_fraction") or 0.0, 0, 1, hi_open=True),
+        val_fraction=check_range("val_fraction", val_fraction or 0.0, 0, 1, hi_open=True),
         interrupt_after=interrupt_after, headline=headline, threads=check_threads(c.get("threads")), resolved=c)
     _sample_epochs(spec)   # epochs outside the run are bad input, found before any data is read
     return spec
