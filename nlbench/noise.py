@@ -18,7 +18,8 @@ Conventions (methods.md section 3):
                  (the true class included), so the actual rate is about r*(K-1)/K.
 * ``sym_other``  "other class": exactly round(r*N) samples, each relabelled uniformly over the K-1
                  wrong classes, so the actual rate is exactly round(r*N)/N.
-* ``asym``       CIFAR-10 map 9->1, 2->0, 4->7, 3<->5; CIFAR-100 index-block next class (ELR/JoCoR
+* ``asym``       CIFAR-10 map 9->1, 2->0, 4->7, 3<->5; digits the MNIST map 2->7, 3->8, 5<->6, 7->1
+                 (Patrini et al. 2017); CIFAR-100 index-block next class (ELR/JoCoR
                  blocks of 5 consecutive fine ids, which are *not* CIFAR superclasses); exactly
                  round(r*n_c) samples of each source class c.
 * ``asym_super`` CIFAR-100 true-superclass next class (fine ids grouped by coarse label, sorted,
@@ -46,13 +47,16 @@ from .registry import ConfigError, DataError, Registry, check_range
 
 __all__ = [
     "NOISE", "NoiseContext", "NoiseResult", "apply_noise", "expected_rate", "rate_of", "transition_matrix",
-    "CIFAR10_ASYM_MAP", "HUMAN_LABELS",
+    "CIFAR10_ASYM_MAP", "DIGITS_ASYM_MAP", "HUMAN_LABELS",
 ]
 
 NOISE: Registry[Callable[..., np.ndarray]] = Registry("noise model")
 
 # CIFAR-10 class-dependent flips (truck->automobile, bird->airplane, deer->horse, cat<->dog).
 CIFAR10_ASYM_MAP: dict[int, int] = {9: 1, 2: 0, 4: 7, 3: 5, 5: 3}
+# Digits (8x8, sklearn): the MNIST asymmetric map of Patrini et al. (CVPR 2017), used by the GCE and SL
+# papers for MNIST: 2->7, 3->8, 5<->6, 7->1 (similar-looking digits).
+DIGITS_ASYM_MAP: dict[int, int] = {2: 7, 3: 8, 5: 6, 6: 5, 7: 1}
 
 # dataset -> (file name under data_dir/cifar-n, {option label: file key}, num_classes)
 HUMAN_LABELS: dict[str, tuple[str, dict[str, str], int]] = {
@@ -218,15 +222,16 @@ def _cifar100_block_next(K: int) -> dict[int, int]:
     return {i: (i // 5) * 5 + (i % 5 + 1) % 5 for i in range(K)}
 
 
-@_noise("asym", datasets=("cifar10", "cifar100"))
+@_noise("asym", datasets=("cifar10", "cifar100", "digits"))
 def asym(clean, rate, rng, ctx) -> np.ndarray:
-    """CIFAR-10 class map / CIFAR-100 index-block next class; exactly round(r*n_c) per source class."""
+    """CIFAR-10 class map / CIFAR-100 index-block next class / the MNIST map on digits; exactly
+    round(r*n_c) per source class."""
     ds = _canon_dataset(ctx.dataset)
-    expected = {"cifar10": 10, "cifar100": 100}[ds]
+    expected = {"cifar10": 10, "cifar100": 100, "digits": 10}[ds]
     if ctx.num_classes != expected:
         raise ConfigError(f"noise 'asym' on {ctx.dataset} needs {expected} classes, "
                           f"got num_classes={ctx.num_classes}")
-    target = CIFAR10_ASYM_MAP if ds == "cifar10" else _cifar100_block_next(expected)
+    target = {"cifar10": CIFAR10_ASYM_MAP, "digits": DIGITS_ASYM_MAP}.get(ds) or _cifar100_block_next(expected)
     return _flip_per_class(clean, rate, rng, target)
 
 
@@ -452,7 +457,9 @@ def expected_rate(kind: str, rate: float, *, num_classes: int, dataset: str, nam
     if kind in ("sym_other", "pairflip", "asym_super"):
         return r
     if kind == "asym":
-        return r * len(CIFAR10_ASYM_MAP) / 10 if ds == "cifar10" else r
+        if ds in ("cifar10", "digits"):   # 5 of the 10 classes flip
+            return r * len(CIFAR10_ASYM_MAP if ds == "cifar10" else DIGITS_ASYM_MAP) / 10
+        return r
     if kind == "idn":
         return idn_expected_rate(r) if r > 0 else 0.0
     raise ConfigError(f"the expected noise rate of noise {name or kind!r} (kind {kind!r}) on dataset "

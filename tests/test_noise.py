@@ -278,10 +278,22 @@ def test_unknown_kind_lists_choices():
         assert k in msg
 
 
+def test_asym_digits_is_the_mnist_map():
+    clean = balanced(10, 50)
+    res = run("asym", clean, 0.4, dataset="digits", K=10)
+    flipped = res.noisy_labels != clean
+    pairs = set(zip(clean[flipped].tolist(), res.noisy_labels[flipped].tolist()))
+    assert pairs == {(2, 7), (3, 8), (5, 6), (6, 5), (7, 1)}
+    assert all((flipped & (clean == c)).sum() == 20 for c in (2, 3, 5, 6, 7))   # exactly round(0.4 * 50)
+    assert res.actual_rate == pytest.approx(0.2)
+    from nlbench.noise import expected_rate
+    assert expected_rate("asym", 0.4, num_classes=10, dataset="digits") == pytest.approx(0.2)
+
+
 def test_inapplicable_noise_is_an_error():
     with pytest.raises(ConfigError, match="digits") as e:
-        run("asym", balanced(10, 5), 0.2, dataset="digits", K=10)
-    assert "cifar10" in str(e.value) and "cifar100" in str(e.value)
+        run("asym_super", balanced(10, 5), 0.2, dataset="digits", K=10)
+    assert "cifar100" in str(e.value)
     with pytest.raises(ConfigError, match="digits"):
         run("human", balanced(10, 5), 0.2, dataset="digits", K=10, label="aggre")
     with pytest.raises(ConfigError, match=r"noise=real needs a real-noise dataset \(clothing1m, webvision\)"):
