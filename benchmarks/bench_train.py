@@ -1,10 +1,10 @@
 """Training benchmark: the real trainer and data path against the bare PyTorch loop (the floor).
 
-The same as ``python -m nlbench.bench``; see nlbench/bench.py for what is timed and how. Examples:
+The same as ``python -m nlbench.bench``; see nlbench/bench/ for what is timed and how. Examples:
 
     python benchmarks/bench_train.py --methods ce,gss_sb --dataset digits --scale smoke
     python benchmarks/bench_train.py --methods all --dataset cifar10 --scale cpu --runs 3 --out bench_cpu.md
-    benchmarks/gpu_check.sh            # the prepared GPU check (paper protocol, CIFAR-10, < 8 minutes)
+    benchmarks/gpu_check.sh            # the prepared GPU check (every method, CIFAR-10, < 8 minutes)
 """
 import sys
 from pathlib import Path

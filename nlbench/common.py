@@ -25,6 +25,13 @@ class Batch:
     tag: str = ""
 
 
+def bf16_on(amp: bool | str, device: torch.device) -> bool:
+    """Whether a run with ``train.amp`` = ``amp`` computes under bf16 autocast on ``device``: ``true``
+    on CUDA only (the default: there it pays), ``always`` on the CPU too (slower there; it runs the
+    CUDA path's bf16 numerics on a machine without a GPU, as tests/test_gpu_paths.py does)."""
+    return amp == "always" or (amp is True and device.type == "cuda")
+
+
 def progress_bar(it, *, enabled: bool, total: int | None = None, desc: str = ""):
     """``it`` wrapped in a tqdm bar when ``enabled`` and stderr is a terminal (a log file gets the
     trainer's line per epoch instead); else ``it`` itself."""

@@ -28,7 +28,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 from torchvision.transforms import v2
 
-from .common import Batch, progress_bar
+from .common import Batch, bf16_on, progress_bar
 from .registry import ConfigError, DataError
 
 __all__ = ["FileData", "FileStream", "load_clothing1m", "load_webvision",
@@ -504,7 +504,7 @@ class FileStream:
     ``samples_per_epoch``: each :meth:`batches` call with ``indices=None`` trains on a fresh random
     subset of that size; with ``class_balanced`` the subset takes up to ceil(S/K) samples per noisy
     class, as DivideMix does on Clothing1M (see :meth:`draw_subset`). ``flip``: random horizontal
-    flip in the train transform. ``amp``: bf16 autocast in :meth:`infer` on CUDA (never on CPU); the
+    flip in the train transform. ``amp``: bf16 autocast in :meth:`infer` (``common.bf16_on``: on CUDA; ``always``: on the CPU too); the
     result is fp32 either way. As in ``DeviceStream``, a last training batch of a single sample is
     dropped (train-mode batch norm cannot use it), and :meth:`steps` counts batches accordingly.
     """
@@ -544,7 +544,7 @@ class FileStream:
         self.samples_per_epoch = samples_per_epoch
         self.class_balanced = bool(class_balanced)
         self.flip = bool(flip)
-        self.amp = bool(amp) and self.device.type == "cuda"
+        self.amp = bf16_on(amp, self.device)
         for name, size in [("train_size", data.train_size), ("test_size", data.test_size)]:
             if not 1 <= size <= data.resize:
                 raise ConfigError(f"{data.name}: {name}={size} must be in [1, resize={data.resize}]")

@@ -12,12 +12,11 @@ from typing import Iterator
 import torch
 import torch.nn as nn
 
-from .common import Batch, progress_bar
+from .common import Batch, bf16_on, progress_bar
 
 
-def _autocast(device: torch.device, enabled: bool):
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16,
-                          enabled=enabled and device.type == "cuda")
+def _autocast(device: torch.device, amp: bool | str):
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16_on(amp, device))
 
 
 class DeviceStream:

@@ -22,7 +22,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from .common import progress_bar
+from .common import bf16_on, progress_bar
 from .method import Context, Method, OptimPlan
 from .metrics import belief_stats, confidence_stats, detector_stats, selection_stats, topk_correct
 from .registry import ConfigError, RunError, as_int, check_range
@@ -64,7 +64,7 @@ class TrainConfig:
     gamma: float = 0.1
     warmup_epochs: float = 0.0
     eta_min: float = 0.0
-    amp: bool = True               # bf16 autocast, CUDA only
+    amp: bool | str = True         # bf16 autocast: true = on CUDA only, false, always = on the CPU too
     channels_last: bool = True     # networks and batches in channels_last (CUDA and CPU)
     compile: bool | str = "auto"   # torch.compile the networks: true, false, or auto (see compile_mode_for)
     compile_mode: str = "default"  # torch.compile mode; reduce-overhead adds CUDA graphs for fixed-shape steps
@@ -90,9 +90,12 @@ class TrainConfig:
         check_range("train.gamma", self.gamma, 0, None, lo_open=True)
         check_range("train.warmup_epochs", self.warmup_epochs, 0, None)
         check_range("train.eta_min", self.eta_min, 0, None)
-        for k in ("nesterov", "amp", "channels_last"):
+        for k in ("nesterov", "channels_last"):
             if not isinstance(getattr(self, k), bool):
                 raise ConfigError(f"train.{k} must be true or false, got {getattr(self, k)!r}")
+        if not (isinstance(self.amp, bool) or self.amp == "always"):
+            raise ConfigError(f"train.amp must be true or false (bf16 autocast on CUDA, or never) or always "
+                              f"(bf16 on the CPU too), got {self.amp!r}")
         if not (isinstance(self.compile, bool) or self.compile == "auto"):
             raise ConfigError(f"train.compile must be true, false or auto, got {self.compile!r}")
         if self.compile_mode not in COMPILE_MODES:
@@ -324,8 +327,7 @@ class Trainer:
                 n, correct, counts = 0, {}, None
                 for x, y in progress_bar(batches(), enabled=self.progress, desc=f"eval {name}"):
                     x, y = x.to(self.device, non_blocking=True), y.to(self.device)
-                    with torch.autocast(self.device.type, torch.bfloat16,
-                                        enabled=self.cfg.amp and self.device.type == "cuda"):
+                    with torch.autocast(self.device.type, torch.bfloat16, enabled=bf16_on(self.cfg.amp, self.device)):
                         if multi:   # each network once when the method keeps the default predictions
                             ens, nets = m.predict_with_nets(x)
                             probs = {"ensemble": ens, **{f"net{i}": p for i, p in enumerate(nets)}}
@@ -398,7 +400,7 @@ class Trainer:
             # on resume it is restored from the checkpoint instead
             torch.manual_seed(int(torch.randint(0, 2 ** 62, (1,), generator=self.data_gen)))
             m.on_train_start(ctx)
-        amp = cfg.amp and self.device.type == "cuda"
+        amp = bf16_on(cfg.amp, self.device)
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.perf_counter()
             ctx.epoch, ctx.step_in_epoch = epoch, 0

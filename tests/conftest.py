@@ -18,6 +18,22 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run from a checkout even when the package is not installed
     sys.path.insert(0, str(ROOT))
 
+#: lines the torch.compile test of every method reports, printed in the session summary
+COMPILE_REPORT = pytest.StashKey[list]()
+
+
+def pytest_configure(config):
+    config.stash[COMPILE_REPORT] = []
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    lines = config.stash.get(COMPILE_REPORT, [])
+    if lines:
+        terminalreporter.section("torch.compile per method (CPU, smoke scale; tests/test_gpu_paths.py)")
+        for line in lines:
+            terminalreporter.write_line(line)
+
+
 #: the overrides every CLI test uses: the ce baseline (the config default names another method),
 #: the smoke scale and no progress bar
 SMOKE = ["method=ce", "scale=smoke", "progress=false", "device=cpu"]

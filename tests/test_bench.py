@@ -1,6 +1,6 @@
-"""The training benchmark (nlbench/bench.py): it runs end to end on the real trainer, every method's pass
-counts (its own ``passes``, or the default) are valid, and its bare loop counts exactly what it times. No timing is
-asserted: the numbers depend on the machine and its load."""
+"""The training benchmark (nlbench/bench/): it runs end to end on the real trainer, every method's pass
+counts (its own ``passes``, or the default) are valid, and its bare loop counts exactly what it times.
+No timing is asserted: the numbers depend on the machine and its load."""
 from __future__ import annotations
 
 import pytest
