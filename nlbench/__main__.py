@@ -1,4 +1,4 @@
-"""Command line: ``python -m nlbench {run,validate,list,runs,report} [hydra overrides]``.
+"""Command line: ``python -m nlbench {run,validate,list,runs,report,export,detect} [hydra overrides]``.
 
 - ``run [-m] key=value ...``: one run, or a sweep with ``-m`` (Hydra's override grammar: comma lists,
   ``range()``, ``choice()``; runs go one after another and finished ones are skipped).
@@ -10,6 +10,10 @@
 - ``runs [key=value ...] [--columns a,b,c] [--csv]``: every record under results_dir as a table.
 - ``report [--results-dir D] [--out plots]``: tables and figures from the run records (see
   ``report --help``); never trains.
+- ``export <record.json> [--format csv|parquet] [--epoch N] [--out F]``: a run's per-sample table
+  (``save_samples=true``: index, given / true label, the method's verdict, loss, prediction).
+- ``detect key=value ... [folds=K]``: the reference detectors of mislabeled samples (cleanlab's
+  confident learning and the CE loss on K-fold out-of-sample probabilities), written as a record.
 
 Bad input (unknown name, rate out of range, missing data, an unwritable results_dir) prints one line
 naming the bad value and the valid choices, and exits with code 2 before anything is written.
@@ -24,7 +28,7 @@ from .config import GROUPS, compose, group_choices
 from .experiments import expand, expand_sweep, with_grids
 from .registry import ConfigError
 
-USAGE = "usage: python -m nlbench {run,validate,list,runs,report} [-m] [--dry-run] [key=value ...]"
+USAGE = "usage: python -m nlbench {run,validate,list,runs,report,export,detect} [-m] [--dry-run] [key=value ...]"
 
 RUN_HELP = """usage: python -m nlbench run [-m] [key=value ...]
        python -m nlbench validate [-m] [key=value ...]
@@ -164,8 +168,62 @@ def cmd_report(args: list[str]) -> int:
     return report_main(args)
 
 
+EXPORT_HELP = """usage: python -m nlbench export <record.json> [--format csv|parquet] [--epoch N] [--out FILE]
+
+Writes the per-sample table a run saved (run it with save_samples=true; sample_epochs=[...] adds
+epochs): one row per training sample with its index, dataset index, given and true label, the
+method's verdict (clean_prob, verdict_label, verdict_prob), loss and prediction. Default format:
+parquet when pyarrow is installed, else CSV; default file: beside the record."""
+
+DETECT_HELP = """usage: python -m nlbench detect [key=value ...] [folds=K]
+
+The reference detectors of mislabeled samples for one (dataset, noise, scale, seed): cross entropy
+trained K times (default 4) on K-1 folds with the run's protocol gives out-of-sample probabilities;
+cleanlab's find_label_issues and the CE loss score them against the true labels. Writes
+<results_dir>/<dataset>/<noise>/cleanlab_cv/seed<k>-<hash>.json and its per-sample table. Needs
+cleanlab (pip install cleanlab). Example:
+  python -m nlbench detect dataset=cifar10 noise=sym0.4 scale=cpu data_dir=../shared/data"""
+
+
+def cmd_export(args: list[str]) -> int:
+    if not args or any(a in ("-h", "--help") for a in args):
+        print(EXPORT_HELP)
+        return 0 if args else 2
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m nlbench export", add_help=False)
+    ap.add_argument("record")
+    ap.add_argument("--format", dest="fmt", default=None)
+    ap.add_argument("--epoch", type=int, default=None)
+    ap.add_argument("--out", default=None)
+    a, unknown = ap.parse_known_args(args)
+    if unknown:
+        raise ConfigError(f"unknown argument(s) {' '.join(unknown)} for export; valid: --format, --epoch, --out")
+    from .samples import export
+
+    print(export(a.record, out=a.out, fmt=a.fmt, epoch=a.epoch))
+    return 0
+
+
+def cmd_detect(args: list[str]) -> int:
+    if any(a in ("-h", "--help") for a in args):
+        print(DETECT_HELP)
+        return 0
+    folds = [a for a in args if a.startswith("folds=")]
+    overrides = [a for a in args if not a.startswith("folds=") and not a.startswith("method=")]
+    from .detect import detect
+    from .registry import as_int
+    from .runner import build_spec
+
+    k = as_int("folds", folds[-1].partition("=")[2]) if folds else 4
+    rec = detect(build_spec(compose(["method=ce", *overrides])), folds=k,
+                 log=lambda s: print(s, file=sys.stderr, flush=True))
+    print(rec["_path"])
+    return 0
+
+
 COMMANDS = {"run": cmd_run, "validate": lambda a: cmd_run(a, dry=True), "list": cmd_list, "runs": cmd_runs,
-            "report": cmd_report}
+            "report": cmd_report, "export": cmd_export, "detect": cmd_detect}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -109,12 +109,12 @@ class CliResult:
 def run_cli(args: list[str], results: Results | None = None) -> CliResult:
     """``nlbench.__main__.main(args)`` in this process, stdout/stderr captured.
 
-    When ``results`` is given its overrides are appended to ``run``/``validate`` commands.
+    When ``results`` is given its overrides are appended to ``run``/``validate``/``detect`` commands.
     """
     from nlbench.__main__ import main
 
     args = list(args)
-    if results is not None and args and args[0] in ("run", "validate"):
+    if results is not None and args and args[0] in ("run", "validate", "detect"):
         args += results.overrides
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):

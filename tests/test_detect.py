@@ -40,3 +40,16 @@ def test_detect_on_digits_finds_the_flipped_labels(tmp_path):
     assert (t["is_noisy"] == (t["given"] != t["true"])).all()
     again = detect(build_spec(cfg), folds=2, log=lambda s: None)           # a finished record is skipped
     assert again["final"] == fin
+
+
+def test_detect_command_line(tmp_path):
+    from conftest import make_results, read_json, run_cli
+
+    res = make_results(tmp_path)
+    r = run_cli(["detect", "dataset=digits", "noise=sym0.4", "device=cpu", "train.epochs=2", "progress=false",
+                 "folds=2"], res)
+    assert r.rc == 0, r.err
+    (path,) = res.records()
+    assert path.parent.name == "cleanlab_cv" and read_json(path)["final"]["folds"] == 2
+    r = run_cli(["detect", "dataset=digits", "folds=1"], res)
+    r.assert_bad_input(["folds=1", ">= 2"])

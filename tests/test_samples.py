@@ -97,3 +97,17 @@ def test_sample_epochs_outside_the_run_are_bad_input(tmp_path):
     r = run_cli(["run", *SMOKE, "train.epochs=2", "sample_epochs=[5]"], res)
     r.assert_bad_input(["sample_epochs", "[5]", "1..2"])
     assert not res.all_files()
+
+
+def test_export_command_line(tmp_path):
+    res = make_results(tmp_path)
+    assert run_cli(["run", *SMOKE, "train.epochs=2", "save_samples=true"], res).rc == 0
+    rec = res.records()[0]
+    out = tmp_path / "t.csv"
+    r = run_cli(["export", str(rec), "--format", "csv", "--out", str(out)])
+    assert r.rc == 0, r.err
+    assert r.out.strip() == str(out) and out.read_text().startswith("epoch,index,dataset_index,given,true")
+    r = run_cli(["export", str(rec), "--bogus"])
+    r.assert_bad_input(["--bogus", "--format"])
+    r = run_cli(["export", str(tmp_path / "none.json")])
+    r.assert_bad_input(["no run record"])
