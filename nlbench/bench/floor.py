@@ -13,10 +13,11 @@ from ..common import bf16_on
 from ..method import Passes
 
 
-def epoch_phase(method, epoch: int, epochs: int) -> tuple[bool, float]:
-    """(is a warm-up epoch, labelled share l) of 0-based ``epoch``, read from the method's own
-    schedule and division when it has them (DivideMix family), else (False, 1.0)."""
-    warm = bool(hasattr(method, "warmup_length") and epoch < method.warmup_length(epochs))
+def epoch_phase(method, epoch: int, epochs: int, lr_ramp: float = 0.0) -> tuple[bool, float]:
+    """(is a warm-up epoch, labelled share l) of 0-based ``epoch`` of a run whose lr schedule ramps up
+    over ``lr_ramp`` epochs, read from the method's own schedule and division when it has them
+    (DivideMix family), else (False, 1.0)."""
+    warm = bool(hasattr(method, "warmup_length") and epoch < method.warmup_length(epochs, lr_ramp))
     if warm or not hasattr(method, "labeled_fraction"):
         return warm, 1.0
     n = method.num_networks

@@ -70,7 +70,7 @@ class StepProbe:
                     syncs = sum("synchroniz" in str(w.message) for w in self.caught[self._w0:])
                 sync(self.device)
                 dt = time.perf_counter() - self.t0
-            warm, lab = epoch_phase(self.m, ctx.epoch, ctx.epochs)
+            warm, lab = epoch_phase(self.m, ctx.epoch, ctx.epochs, ctx.lr_ramp_epochs)
             self.epochs.append({"epoch": ctx.epoch, "steps": self.steps, "timed_steps": self.w_steps,
                                 "timed_samples": self.w_samples, "timed_s": dt, "warmup_epoch": warm,
                                 "labeled": lab, "host_syncs": syncs})
