@@ -44,6 +44,11 @@ def check_headline(headline: str, num_networks: int) -> str:
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 COMPILE_AUTO_MIN_EPOCHS = 20
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
+#: compiled variants allowed per network frame (dynamo's recompile_limit, default 8). A network is called
+#: in up to 3 grad modes (training, no_grad, inference) x 2 batch-norm modes, each compiled for its first
+#: batch size and again with a dynamic one: DivideMix and GSS-SSL use 8 such variants on cnn_small
+#: (tests/test_gpu_paths.py), all of the default; past the limit dynamo runs the frame eager, silently.
+RECOMPILE_LIMIT = 32
 
 
 @dataclass
@@ -226,6 +231,9 @@ class Trainer:
                 net.to(memory_format=torch.channels_last)
         self.compile_mode = compile_mode_for(cfg, device)
         if self.compile_mode is not None:
+            import torch._dynamo as dynamo   # (bound as dynamo: `import torch...` here would shadow torch)
+
+            dynamo.config.recompile_limit = max(dynamo.config.recompile_limit, RECOMPILE_LIMIT)
             # in place (Module.compile): the state_dict keys, so checkpoints, stay those of the eager net
             for net in method.nets:
                 net.compile(mode=self.compile_mode)

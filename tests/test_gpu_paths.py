@@ -1,13 +1,15 @@
 """Every method through the GPU code path, on the CPU (issue 23). No GPU has run the compile, CUDA-graph
 and bf16 paths for most methods, and on CUDA they are the default; here every registered method trains
-through as much of them as a CPU allows, at smoke scale on a 400-image digits subset:
+through as much of them as a CPU allows, at smoke scale on a 400-image digits subset with the
+batch-norm conv net ``cnn_small`` (width 4), whose train/eval modes give compiled variants an MLP lacks:
 
 - ``train.compile=true`` (inductor on the CPU): the run completes, its first epoch's loss matches the
   eager run's, and it stops compiling: nothing is compiled in its last epoch, which comes after the
   first epoch of the method's last phase (DivideMix's first epoch after its warm-up compiles the
-  no-grad variants of its networks once), and no frame reaches dynamo's recompile limit (where it
-  would fall back to eager without a word). Graph breaks and compiles per epoch are reported in the
-  summary at the end of the test session;
+  no-grad variants of its networks once), and no frame compiles more variants than its states
+  (3 grad modes x 2 batch-norm modes x static/dynamic batch size = 12) or reaches dynamo's recompile
+  limit (where it would fall back to eager without a word). Graph breaks and compiles per epoch are
+  reported in the summary at the end of the test session;
 - ``train.amp=always`` (bf16 autocast on the CPU, as on CUDA): the networks really compute in bf16,
   and every loss stays finite and close to the fp32 run's.
 """
@@ -25,7 +27,8 @@ import methods  # noqa: F401  (registers every method)
 from conftest import COMPILE_REPORT
 from nlbench.method import METHODS
 
-BASE = ["scale=smoke", "progress=false", "device=cpu", "train.subset_per_class=40"]
+BASE = ["scale=smoke", "progress=false", "device=cpu", "train.subset_per_class=40", "backbone=cnn_small",
+        "+backbone.options.width=4"]
 needs_cc = pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None,
                               reason="torch.compile on the CPU needs a C compiler (inductor); none on PATH")
 
@@ -103,6 +106,7 @@ def test_every_method_compiles_and_stops_recompiling(name, request):
         f"recompiles {s.recompiles}  most per frame {s.max_per_frame}  compile {s.compile_s:.1f}s")
     assert res.status == "completed", res.message
     assert s.compiles[-1] == 0, f"{name} still compiles in its last epoch: {s.reasons}"
+    assert s.max_per_frame <= 12, s.reasons     # 3 grad modes x 2 batch-norm modes x 2 batch-size guards
     assert s.max_per_frame < torch._dynamo.config.recompile_limit, s.reasons
     # compiling changes how fast a step runs, not what it computes (up to kernel rounding)
     assert res.history[0]["loss"] == pytest.approx(fp32_losses(name)[0], rel=1e-3)

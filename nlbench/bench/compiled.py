@@ -112,7 +112,7 @@ def measure(a, name: str) -> dict:
     """One method eager, then compiled, from the same config and seed: epoch times and compile stats."""
     from .probe import build
 
-    row = {"method": name}
+    row, histories = {"method": name}, {}
     for mode in ("eager", "compiled"):
         a.compile = mode == "compiled"
         spec, prep, _ = build(a, name)
@@ -120,12 +120,19 @@ def measure(a, name: str) -> dict:
         res, st = fit_watched(spec, prep, compile_on=a.compile)
         if res.status != "completed":
             raise RuntimeError(f"{mode} run of {name} ended {res.status}: {res.message}")
-        secs = [h["seconds"] for h in res.history]
-        row[mode] = {"epoch_s": statistics.median(secs[1:] or secs), "first_s": secs[0],
-                     "wall_s": time.perf_counter() - t0, "loss_last": res.history[-1].get("loss"),
-                     "acc_last": res.history[-1].get("test_top1")}
+        histories[mode] = res.history
+        row[mode] = {"first_s": res.history[0]["seconds"], "wall_s": time.perf_counter() - t0,
+                     "loss_last": res.history[-1].get("loss"), "acc_last": res.history[-1].get("test_top1")}
         if st is not None:
             row["stats"] = st
+    # steady epochs: those in which nothing compiled (DivideMix compiles again after its warm-up), the
+    # first excluded; the same epochs of the eager run, so the two sides time the same phase
+    steady = [i for i in range(1, len(row["stats"].compiles)) if row["stats"].compiles[i] == 0] or [0]
+    for mode, hist in histories.items():
+        row[mode]["epoch_s"] = statistics.median(hist[i]["seconds"] for i in steady)
+        # the training part: steps and the method's passes, without the evaluation
+        row[mode]["train_s"] = statistics.median(hist[i].get("train_seconds", float("nan")) for i in steady)
+    row["steady"] = [i + 1 for i in steady]
     return row
 
 
@@ -144,21 +151,24 @@ def table(rows: list[dict], a, machine: dict) -> str:
         + f"; inductor caches {'on (warm)' if a.warm_cache else 'off (cold compiles)'}",
         "",
         "| method | compile s | graph breaks | compiles, epoch 1 | compiles after epoch 1 | most per frame "
-        "| eager s/epoch | compiled s/epoch | compiled / eager | compiled epoch 1 s | acc eager / compiled |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| eager s/epoch | compiled s/epoch | compiled / eager | training part: eager / compiled s | compiled / eager "
+        "| compiled epoch 1 s | acc eager / compiled |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         s, e, c = r["stats"], r["eager"], r["compiled"]
         lines.append(
             f"| {r['method']} | {s.compile_s:.1f} | {s.graph_breaks} | {s.compiles[0] if s.compiles else 0} "
             f"| {s.recompiles_after(0)} | {s.max_per_frame} | {_f(e['epoch_s'], '.2f')} | {_f(c['epoch_s'], '.2f')} "
-            f"| {_f(c['epoch_s'] / e['epoch_s'], '.2f')} | {_f(c['first_s'], '.1f')} "
+            f"| {_f(c['epoch_s'] / e['epoch_s'], '.2f')} | {_f(e['train_s'], '.2f')} / {_f(c['train_s'], '.2f')} "
+            f"| {_f(c['train_s'] / e['train_s'], '.2f')} | {_f(c['first_s'], '.1f')} "
             f"| {_f(e['acc_last'], '.2f')} / {_f(c['acc_last'], '.2f')} |")
     lines += ["", "compile s: dynamo + AOT autograd + inductor time from torch's compilation metrics (forward and "
               "backward graphs, every epoch). compiles: frames compiled (first compiles and recompilations); "
               "most per frame: the most compiles of one frame (dynamo falls back to eager at "
               f"recompile_limit={torch._dynamo.config.recompile_limit}). s/epoch: median of the epochs after the "
-              "first (steps, method passes, evaluation). Recompile reasons:"]
+              "first in which nothing compiled (steps, method passes, evaluation), the same epochs for eager; "
+              "training part: the same without the evaluation. Recompile reasons:"]
     for r in rows:
         for reason in r["stats"].reasons:
             lines.append(f"- {r['method']}, {reason}")
@@ -194,23 +204,25 @@ def main(argv: list[str] | None = None) -> int:
         import torch._inductor.config as inductor_config   # (not `import torch...`: torch stays global)
 
         inductor_config.force_disable_caches = True
+    from .table import machine as machine_info
+
+    machine = {**machine_info(torch.device(a.device)), "load_start": os.getloadavg()}
     try:
         names = methods_of(a.methods)
-        machine = {"load_start": os.getloadavg()}
         rows = []
         for n in names:
             rows.append(measure(a, n))
             print(f"{n}: done", file=sys.stderr, flush=True)
+            if a.out:   # the table so far, in case a time limit stops the benchmark
+                Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+                Path(a.out).write_text(table(rows, a, {**machine, "load_end": os.getloadavg()})
+                                       + "\n(partial: measuring)\n")
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    from .table import machine as machine_info
-
-    machine.update(machine_info(torch.device(a.device)), load_end=os.getloadavg())
-    text = table(rows, a, machine)
+    text = table(rows, a, {**machine, "load_end": os.getloadavg()})
     print(text, flush=True)
     if a.out:
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(text + "\n")
     return 0
 
