@@ -127,17 +127,22 @@ def measure(a, name: str) -> dict:
             row["stats"] = st
     # steady epochs: those in which nothing compiled (DivideMix compiles again after its warm-up), the
     # first excluded; the same epochs of the eager run, so the two sides time the same phase
-    steady = [i for i in range(1, len(row["stats"].compiles)) if row["stats"].compiles[i] == 0] or [0]
-    for mode, hist in histories.items():
-        row[mode]["epoch_s"] = statistics.median(hist[i]["seconds"] for i in steady)
+    steady = [i for i in range(1, len(row["stats"].compiles)) if row["stats"].compiles[i] == 0]
+    for mode, hist in histories.items():   # none such epoch: no time (the table says '-'; run more epochs)
+        row[mode]["epoch_s"] = statistics.median(hist[i]["seconds"] for i in steady) if steady else None
         # the training part: steps and the method's passes, without the evaluation
-        row[mode]["train_s"] = statistics.median(hist[i].get("train_seconds", float("nan")) for i in steady)
+        row[mode]["train_s"] = statistics.median(hist[i].get("train_seconds", float("nan"))
+                                                 for i in steady) if steady else None
     row["steady"] = [i + 1 for i in steady]
     return row
 
 
 def _f(v, fmt: str) -> str:
     return "-" if v is None or v != v else format(v, fmt)
+
+
+def _ratio(a, b):
+    return None if a is None or b is None or not b else a / b
 
 
 def table(rows: list[dict], a, machine: dict) -> str:
@@ -160,14 +165,15 @@ def table(rows: list[dict], a, machine: dict) -> str:
         lines.append(
             f"| {r['method']} | {s.compile_s:.1f} | {s.graph_breaks} | {s.compiles[0] if s.compiles else 0} "
             f"| {s.recompiles_after(0)} | {s.max_per_frame} | {_f(e['epoch_s'], '.2f')} | {_f(c['epoch_s'], '.2f')} "
-            f"| {_f(c['epoch_s'] / e['epoch_s'], '.2f')} | {_f(e['train_s'], '.2f')} / {_f(c['train_s'], '.2f')} "
-            f"| {_f(c['train_s'] / e['train_s'], '.2f')} | {_f(c['first_s'], '.1f')} "
+            f"| {_f(_ratio(c['epoch_s'], e['epoch_s']), '.2f')} | {_f(e['train_s'], '.2f')} / {_f(c['train_s'], '.2f')} "
+            f"| {_f(_ratio(c['train_s'], e['train_s']), '.2f')} | {_f(c['first_s'], '.1f')} "
             f"| {_f(e['acc_last'], '.2f')} / {_f(c['acc_last'], '.2f')} |")
     lines += ["", "compile s: dynamo + AOT autograd + inductor time from torch's compilation metrics (forward and "
               "backward graphs, every epoch). compiles: frames compiled (first compiles and recompilations); "
               "most per frame: the most compiles of one frame (dynamo falls back to eager at "
               f"recompile_limit={torch._dynamo.config.recompile_limit}). s/epoch: median of the epochs after the "
-              "first in which nothing compiled (steps, method passes, evaluation), the same epochs for eager; "
+              "first in which nothing compiled (steps, method passes, evaluation), the same epochs for eager "
+              "('-': every epoch compiled something; run more epochs); "
               "training part: the same without the evaluation. Recompile reasons:"]
     for r in rows:
         for reason in r["stats"].reasons:
