@@ -142,7 +142,8 @@ def detect(spec, *, folds: int = 4, log=print) -> dict:
              "loss": loss.astype(np.float32), "pred": pred, "pred_prob": probs.max(1).astype(np.float32)}
     write_samples(samples_path(path), {spec.train.epochs: table})
     record = store.ordered({
-        "schema_version": store.SCHEMA_VERSION, "status": "completed", "message": "", "method": DETECTOR,
+        "schema_version": store.SCHEMA_VERSION, "record_kind": "detector", "status": "completed", "message": "",
+        "method": DETECTOR,
         "dataset": spec.dataset, "scale": spec.scale, "seed": spec.seed, "noise_seed": spec.noise_seed,
         "backbone": spec.backbone, "epochs": spec.train.epochs, "config_hash": chash,
         "noise": {**prep.noise.to_record(), "options": spec.noise["options"]},

@@ -73,10 +73,14 @@ def atomic_write_json(path: str | Path, obj) -> None:
 
 
 def read_record(path: str | Path) -> dict | None:
+    """A record as a dict (``*.json``, or gzip-compressed ``*.json.gz``); None when unreadable."""
+    import gzip
+
     try:
-        with open(path) as f:
+        opener = gzip.open if str(path).endswith(".gz") else open
+        with opener(path, "rt") as f:
             return json.load(f)
-    except (OSError, json.JSONDecodeError):
+    except (OSError, EOFError, json.JSONDecodeError, UnicodeDecodeError):
         return None
 
 
@@ -152,8 +156,11 @@ def load_records(results_dir: str | Path = "results", *, with_history: bool = Fa
     import pandas as pd
 
     rows = []
-    for p in sorted(Path(results_dir).rglob("*.json")):
+    root = Path(results_dir)
+    for p in sorted([*root.rglob("*.json"), *root.rglob("*.json.gz")]):   # .json.gz: shipped, compressed
         rec = read_record(p)
+        if isinstance(rec, dict) and rec.get("record_kind") == "detector":   # not a method's run
+            continue
         if rec is None or "schema_version" not in rec:
             warnings.warn(f"skipping unreadable or foreign record {p}")
             continue

@@ -9,6 +9,7 @@ and never parses logs. What it writes under ``out``:
 - ``fig1_*``, ``fig3_*``, ``fig4_*`` (PNG and PDF): Figures 1, 3 and 4.
 - ``summary_<dataset>_<scale>.{md,csv}``: every run that fits no paper table or figure.
 - ``dynamics/``: per setting, test accuracy, memorisation, selection and GSS-pool curves over epochs.
+- ``networks.*``, ``detection.*``, ``noise_rate.*``: beyond the paper (when runs have the numbers).
 - ``REPORT.md``: all of it on one page, with the runs still missing and the commands that make them.
 
 Which records form a paper cell is decided by config, not by name: the experiment file behind a table
@@ -25,6 +26,8 @@ One module per step; each imports only the ones above it in this list:
 - ``cells``: the runs an experiment expects, records matched to them by config, :class:`Cell` statistics;
 - ``output``: the files, REPORT.md sections and result object every step writes into, missing-run lists;
 - ``tables``: Tables 3 and 4 and the summary tables; ``figures``: Figures 1, 3, 4 and the dynamics;
+  ``analysis``: beyond the paper (each network beside its ensemble, methods scored as detectors of
+  mislabeled samples beside cleanlab, the estimated noise rate against the truth);
 - ``page``: :func:`report` over all the steps, ``REPORT.md``, and the command line (:func:`main`).
 """
 from .cells import Cell, Expected, Index, comparable, config_diff, config_matches, expected_runs, split_versions

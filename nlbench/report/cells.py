@@ -28,7 +28,7 @@ def config_matches(effective: dict, expected: dict) -> bool:
 
 
 #: semantic config keys that appear only when set (their default otherwise)
-OPTIONAL_DEFAULTS = {"val_fraction": 0.0}
+OPTIONAL_DEFAULTS = {"val_fraction": 0.0, "train.eval_every": 1}
 #: train keys that set how fast a run goes, not what it computes (batching of inference, loader workers,
 #: checkpoint frequency, torch.compile): runs that differ only in them share a cell. The record keeps
 #: their values.
@@ -159,6 +159,15 @@ class Cell:
     @property
     def n_diverged(self) -> int:
         return sum(r.status == "diverged" for r in self.runs)
+
+    @property
+    def n_collapsed(self) -> int:
+        """Completed runs that ended collapsed (in the mean, and counted: never hidden inside it)."""
+        return sum(r.collapsed for r in self.runs)
+
+    @property
+    def paths(self) -> list[str]:
+        return [r.path for r in self.runs]
 
     @property
     def mean(self) -> float | None:

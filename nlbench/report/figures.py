@@ -18,6 +18,7 @@ import pandas as pd
 from .cells import Cell, Index, config_diff, expected_runs
 from .output import Section, Writer, missing_md, report_scales, row_label
 from .records import DATASET_NAMES, Run, method_name, method_sort_key
+from .tables import partial_words, scale_words
 
 STYLES = [("o", "-"), ("s", "--"), ("^", "-."), ("D", ":"), ("v", "-"), ("P", "--"), ("X", "-."), ("*", ":"),
           ("<", "-"), (">", "--"), ("h", "-."), ("p", ":")]
@@ -36,6 +37,8 @@ CAPTIONS = {
                  "against the true clean samples.",
     "gss_pool": "GSS direction pools, clean (solid) vs mislabeled (dashed) samples: share whose pool argmax is "
                 "the true label, mean pool probability of the true label, mean pool entropy (nats).",
+    "detection": "The method's verdict on the given labels as a detector of mislabeled samples (AUROC against "
+                 "the truth), and the CE loss of the given label under the run's own network as the reference.",
 }
 #: dynamics figure -> panels, each (title, [history keys], scale to %)
 DYNAMICS = {
@@ -43,6 +46,8 @@ DYNAMICS = {
     "memorization": [("memorised mislabeled samples (%)", ["memorized"], 100.0)],
     "selection": [("selection precision (%)", ["sel_precision"], 100.0),
                   ("selection recall (%)", ["sel_recall"], 100.0)],
+    "detection": [("detector AUROC (verdict)", ["det_auroc"], 1.0),
+                  ("detector AUROC (CE loss)", ["det_loss_auroc"], 1.0)],
     "gss_pool": [("pool argmax = true label (%)", ["belief_true_clean", "belief_true_noisy"], 100.0),
                  ("pool P(true label)", ["belief_ptrue_clean", "belief_ptrue_noisy"], 1.0),
                  ("pool entropy (nats)", ["belief_entropy_clean", "belief_entropy_noisy"], 1.0)],
@@ -139,6 +144,8 @@ def fig1(runs: list[Run], stem: Path, *, subtitle: str, n_asked: int | None = No
     order = sorted((s for s in noisy if s != bound), key=lambda s: method_sort_key(noisy[s][0].method))
     order += [bound] if bound in noisy else []
     df = history_frame([(s, noisy[s]) for s in order], ["@metric"])
+    if bound not in noisy:   # the caption promises the clean-label reference: say on the figure that it is missing
+        subtitle += " · clean-label reference (CE, noise=clean) not run yet"
     df["noise"] = df.series.map({s: noisy[s][0].noise for s in order})
     fig, (ax,), theme = _figure(width=6.0, height=4.0)
     _curves(ax, df, order, dashed={bound})
@@ -280,17 +287,24 @@ def figure_sections(index: Index, scales: list[str] | None, w: Writer, results_a
                 asked[e.cell] += 1
             n_asked = max(asked.values()) if asked else None
             body, files = [], []
+            methods_asked = {e.method for e in expected}
             for tag in sorted({r.data_tag for r in matched}):
                 rs = [r for r in matched if r.data_tag == tag]
                 label = rs[0].data_label
                 stem = f"{key}_{scale}_{tag}"
-                subtitle = f"CIFAR-10 · scale={scale} · data: {label}"
+                partial = partial_words(len({r.path for r in rs if r.ok}), len(expected),
+                                        len({r.method for r in rs if r.ok}), len(methods_asked))
+                subtitle = f"CIFAR-10 · scale={scale} · data: {label}" + (f" · {partial}" if partial else "")
                 df = PAPER_FIGURES[key](rs, w.out / stem, subtitle=subtitle, n_asked=n_asked)
                 res.figures[stem] = df
                 res.files += [w.out / f"{stem}.png", w.out / f"{stem}.pdf"]
                 files += [f"{stem}.png", f"{stem}.pdf"]
+                bound_missing = key == "fig1" and not any(r.noise == "clean" for r in rs)
                 body.append(f"![{title}, scale={scale}, data: {label}]({stem}.png)\n\n"
-                            f"{CAPTIONS[key]} Data: {label}.\n")
+                            f"{CAPTIONS[key]} Data: {label}; {scale_words(scale, rs)}."
+                            + (f" **{partial[0].upper() + partial[1:]}.**" if partial else "")
+                            + (" **The clean-label reference has no run yet** (its command is below)."
+                               if bound_missing else "") + "\n")
             if not matched:
                 body.append("No runs of this figure yet.\n")
             body.append(missing_md(key, scale, expected, missing, unavailable, results_arg))

@@ -103,6 +103,23 @@ def results_override(results_dir: Path) -> str:
     return "" if same else f" results_dir={shlex.quote(str(results_dir))}"
 
 
+#: settings a user gives on the command line that say where things are, not what is computed: a missing-runs
+#: command repeats them (when every record that has one agrees on it) so that it can be pasted as it is
+WHERE_KEYS = ("data_dir",)
+
+
+def user_overrides(runs) -> str:
+    """`` data_dir=...`` (the :data:`WHERE_KEYS`) as the records were made with, for the commands the report
+    prints; a key is left out when the records disagree on it or hold the default (``data``)."""
+    out = []
+    for key in WHERE_KEYS:
+        vals = {str(r.rec["config"][key]) for r in runs
+                if isinstance(r.rec.get("config"), dict) and r.rec["config"].get(key) is not None}
+        if len(vals) == 1 and (v := vals.pop()) != "data":
+            out.append(f" {key}={shlex.quote(v)}")
+    return "".join(out)
+
+
 def report_scales(experiment: str, index: Index, scales: list[str] | None) -> list[str]:
     """The scales to report ``experiment`` at: those asked for, else every scale with one of its runs."""
     if scales:

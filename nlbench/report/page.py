@@ -10,8 +10,8 @@ from pathlib import Path
 from ..experiments import experiment_names
 from ..registry import ConfigError
 from .cells import Index
-from .output import ReportResult, Section, Writer, report_scales, results_override
-from .records import DATASET_NAMES, HEADLINE, Run, load_runs
+from .output import ReportResult, Section, Writer, report_scales, results_override, user_overrides
+from .records import DATASET_NAMES, HEADLINE, Run, load_detectors, load_runs
 from .tables import TABLES, paper_values, summary_sections, table_section
 
 
@@ -38,7 +38,7 @@ def report(results_dir: str | Path, out: str | Path = "plots", *, scales: list[s
     w = Writer(out, res)
     index = Index(runs)
     paper = paper_values()
-    results_arg = results_override(results_dir)
+    results_arg = results_override(results_dir) + user_overrides(runs)   # pasteable: the user's own settings
     paper_sections = []
     for spec in TABLES:
         sc = report_scales(spec.experiment, index, scales)
@@ -55,14 +55,18 @@ def report(results_dir: str | Path, out: str | Path = "plots", *, scales: list[s
         paper_sections += figure_sections(index, scales, w, results_arg)
     others = [r for r in runs if r.path not in res.used]
     other_sections = summary_sections(others, w)
+    from .analysis import detector_section, networks_section, rate_section
+
+    beyond = (networks_section(runs, w) + detector_section(runs, load_detectors(results_dir), w)
+              + rate_section(runs, w))
     if figures:
         dyn_sections = dynamics_sections(runs, w)
-    w.text("REPORT.md", _report_md(results_dir, res, runs, paper_sections, other_sections, dyn_sections))
+    w.text("REPORT.md", _report_md(results_dir, res, runs, paper_sections, other_sections, dyn_sections, beyond))
     return res
 
 
 def _report_md(results_dir: Path, res: ReportResult, runs: list[Run], paper_sections, other_sections,
-               dyn_sections) -> str:
+               dyn_sections, beyond=()) -> str:
     scales = sorted({r.scale for r in runs})
     data = sorted({(DATASET_NAMES.get(r.dataset, r.dataset), r.data_label) for r in runs})
     head = [
@@ -75,6 +79,11 @@ def _report_md(results_dir: Path, res: ReportResult, runs: list[Run], paper_sect
         "Best-epoch accuracy (selected on the test set) appears only where labelled so.",
         f"- Scales present: {', '.join(scales)}. Numbers of different scales, data copies, protocols or "
         "method settings are never averaged together; only `scale=paper` follows the paper's protocol.",
+        *[f"  - `{s}`: {d}" for s, d in _scale_descriptions(runs)],
+        "- Every table's CSV names the record files behind each cell (column `records`, paths under the results "
+        "folder); `python -m nlbench report --scale S` reports the paper tables and figures at one scale. A run "
+        "that ended collapsed (one class takes >= 90% of the test predictions, or its labelled set is one class) "
+        "is counted in its cell (`‡k`) and in the summary notes.",
         "- Data: " + "; ".join(f"{d}: {lab}" for d, lab in data) + ".",
         "- A diverged run is a failed run of its cell (`†`), never dropped; a cell with fewer runs than its "
         "experiment asks for is flagged `(n/k)*`.", "",
@@ -82,6 +91,7 @@ def _report_md(results_dir: Path, res: ReportResult, runs: list[Run], paper_sect
     body = []
     for part, secs in (("Paper tables and figures", paper_sections),
                        ("Runs outside the paper's tables and figures", other_sections),
+                       ("Beyond the paper: networks, detection, noise rate", list(beyond)),
                        ("Training dynamics (beyond the paper)", dyn_sections)):
         if not secs:
             continue
@@ -103,6 +113,14 @@ def _report_md(results_dir: Path, res: ReportResult, runs: list[Run], paper_sect
         tail = ["## Skipped files", "", "Not run records, or records the report cannot use (never fatal):", ""]
         tail += [f"- `{p}`: {why}" for p, why in res.skipped] + [""]
     return "\n".join(head + [""] + body + tail)
+
+
+def _scale_descriptions(runs: list[Run]) -> list[tuple[str, str]]:
+    out = {}
+    for r in runs:
+        if r.scale_description and r.scale not in out:
+            out[r.scale] = r.scale_description
+    return sorted(out.items())
 
 
 def _anchor(title: str) -> str:

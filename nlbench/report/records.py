@@ -90,6 +90,22 @@ class Run:
     def param(self, name: str):
         return (self.effective.get("method_params") or {}).get(name)
 
+    @property
+    def collapsed(self) -> bool:
+        """The run ended in a collapsed prediction (``final.collapsed``: one class takes >= 90% of the
+        test predictions, or the labelled set is one class)."""
+        return self.ok and (self.rec.get("final") or {}).get("collapsed") is True
+
+    @property
+    def num_classes(self) -> int | None:
+        n = len((self.rec.get("data") or {}).get("classes") or [])
+        return n or None
+
+    @property
+    def scale_description(self) -> str:
+        cfg = self.rec.get("config") if isinstance(self.rec.get("config"), dict) else {}
+        return str((cfg.get("scale") or {}).get("description") or "")
+
 
 def num(v) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
@@ -128,13 +144,37 @@ def _malformed(rec) -> str | None:
     return None
 
 
+def record_files(root: Path) -> list[Path]:
+    """Run records under ``root``: ``*.json`` and gzip-compressed ``*.json.gz`` (how the shipped reference
+    records are kept); a record present in both forms is read once, from the plain file."""
+    plain = sorted(root.rglob("*.json"))
+    have = {p.with_suffix("") for p in plain}
+    gz = [p for p in sorted(root.rglob("*.json.gz")) if p.with_suffix("").with_suffix("") not in have]
+    return sorted(plain + gz)
+
+
+def load_detectors(results_dir: str | Path) -> list[dict]:
+    """The reference-detector records (``python -m nlbench detect``; ``method: cleanlab_cv``), each with its
+    relative ``_path``."""
+    root = Path(results_dir)
+    out = []
+    for p in record_files(root):
+        rec = store.read_record(p)
+        if isinstance(rec, dict) and rec.get("record_kind") == "detector" and rec.get("status") == "completed":
+            out.append({**rec, "_path": p.relative_to(root).as_posix()})
+    return out
+
+
 def load_runs(results_dir: str | Path) -> tuple[list[Run], list[tuple[str, str]]]:
-    """Every record under ``results_dir`` as a :class:`Run`, and the files skipped with the reason."""
+    """Every record under ``results_dir`` as a :class:`Run`, and the files skipped with the reason.
+    Reference-detector records are not runs of a method: :func:`load_detectors` reads them."""
     root = Path(results_dir)
     runs, skipped = [], []
-    for p in sorted(root.rglob("*.json")):
+    for p in record_files(root):
         rel = p.relative_to(root).as_posix()
         rec = store.read_record(p)
+        if isinstance(rec, dict) and rec.get("record_kind") == "detector":
+            continue
         reason = _malformed(rec)
         if reason:
             skipped.append((rel, reason))

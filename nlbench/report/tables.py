@@ -26,9 +26,37 @@ def cell_text(c: Cell | None, *, paper: tuple | None, bold: bool, tex: bool = Fa
         ours += f" ({c.n}/{c.asked})" + ("$^{*}$" if tex else "*") if c.short else f" ({c.n})"
         if c.n_diverged:
             ours += f"$^{{\\dagger{c.n_diverged}}}$" if tex else f" †{c.n_diverged}"
+        if c.n_collapsed:
+            ours += f"$^{{\\ddagger{c.n_collapsed}}}$" if tex else f" ‡{c.n_collapsed}"
     if show_paper:
         ours += f" [{paper[0]:.2f}]" if paper else (" [--]" if tex else " [—]")
     return ours
+
+
+#: a cell whose mean is within this many points of chance (100 / K) is chance-level: never bold as the best
+CHANCE_MARGIN = 5.0
+
+
+def chance_level(c: Cell) -> bool:
+    """The cell's mean is within :data:`CHANCE_MARGIN` points of guessing (100 / K for K classes), or every
+    one of its runs collapsed: such a cell is never shown as the best of its column."""
+    if c.mean is None:
+        return False
+    k = next((r.num_classes for r in c.runs if r.num_classes), None)
+    return (k is not None and c.mean <= 100.0 / k + CHANCE_MARGIN) or (c.n > 0 and c.n_collapsed >= c.n)
+
+
+def scale_words(scale: str, runs: list[Run]) -> str:
+    """``scale=cpu`` with the scale's one-line description (from the records' config) when it has one."""
+    desc = next((r.scale_description for r in runs if r.scale == scale and r.scale_description), "")
+    return f"scale={scale}" + (f" ({desc})" if desc else "")
+
+
+def partial_words(n_runs: int, n_asked: int, methods_with_runs: int, methods_asked: int) -> str:
+    """'partial: n of k runs, m of M methods' (empty when complete), for a table or figure's own title."""
+    if n_runs >= n_asked and methods_with_runs >= methods_asked:
+        return ""
+    return f"partial: {n_runs} of {n_asked} runs, {methods_with_runs} of {methods_asked} methods"
 
 
 def _tex(s: str) -> str:
@@ -159,8 +187,9 @@ def table_section(spec: TableSpec, scale: str, index: Index, paper: dict, w: Wri
                             notes.append(f"{row_label(m, v)}, {col.group} {col.sub}: {note}")
                 rows += [(m, v) for v in (variants or [""])]
             best = {}
-            for col in block.columns:
-                means = [c.mean for (m, v, cc), c in cells.items() if cc == col and c.mean is not None]
+            for col in block.columns:   # a chance-level (or all-collapsed) cell is never the best
+                means = [c.mean for (m, v, cc), c in cells.items()
+                         if cc == col and c.mean is not None and not chance_level(c)]
                 best[col] = max(means) if means else None
 
             def text(m, v, col, tex=False):
@@ -169,8 +198,13 @@ def table_section(spec: TableSpec, scale: str, index: Index, paper: dict, w: Wri
                                  bold=c is not None and c.mean is not None and c.mean == best[col], tex=tex,
                                  show_paper=m in paper_methods)
 
-            heading = (f"**{DATASET_NAMES.get(ds, ds)}** · scale={scale} · data: {label} · {HEADLINE}, "
-                       f"mean ± std over seeds (runs) [{spec.paper_note}]")
+            n_asked_block = sum(asked.get((m, ds, col.noise), 0) for m in exp_methods for col in block.columns)
+            ok_runs = [r for (m, v, col), c in cells.items() for r in c.runs if r.ok]
+            partial = partial_words(len({r.path for r in ok_runs}), n_asked_block,
+                                    len({r.method for r in ok_runs if r.method in exp_methods}), len(exp_methods))
+            heading = (f"**{DATASET_NAMES.get(ds, ds)}** · {scale_words(scale, runs_ds)} · data: {label} · "
+                       f"{HEADLINE}, mean ± std over seeds (runs) [{spec.paper_note}]"
+                       + (f" · **{partial}**" if partial else ""))
             header = ["Method"] + [f"{c.group} {c.sub}" if c.group != c.sub else c.sub for c in block.columns]
             md_rows = [[row_label(m, v)] + [text(m, v, col) for col in block.columns] for m, v in rows]
             md_parts.append(heading + "\n\n" + md_table(header, md_rows)
@@ -184,12 +218,16 @@ def table_section(spec: TableSpec, scale: str, index: Index, paper: dict, w: Wri
                     p = paper.get((spec.key, ds, m, col.paper))
                     csv_rows.append([spec.key, scale, ds, tag or "", m, method_name(m), v,
                                      f"{col.group} {col.sub}", col.noise, col.metric, c.mean, c.std, c.n,
-                                     c.asked, c.n_diverged, int(c.mean is not None and c.mean == best[col]),
+                                     c.asked, c.n_diverged, c.n_collapsed,
+                                     int(c.mean is not None and c.mean == best[col]),
                                      p[0] if p else None, p[1] if p else None,
-                                     " ".join(map(str, c.seeds)), c.note])
+                                     " ".join(map(str, c.seeds)), c.note, " ".join(c.paths)])
     legend = ("Cells: mean ± sample std over the runs (seeds) that completed, the run count in parentheses; "
               "`(n/k)*` fewer runs than the experiment asks for; `†k` k runs diverged (failed, not in the mean); "
-              "`[x]` the paper's value; best of ours per column in bold. "
+              "`‡k` k runs ended collapsed (one class takes >= 90% of the test predictions, or the labelled set "
+              "is one class; in the mean, and counted here); "
+              "`[x]` the paper's value; best of ours per column in bold (never a cell within "
+              f"{CHANCE_MARGIN:g} points of chance, 100/K). The CSV lists each cell's record files. "
               f"Numbers at scale={scale} " + ("are paper-protocol numbers." if scale == "paper" else
                                                 "come from a reduced protocol and are not comparable to the paper's."))
     md = f"## {spec.title} (scale={scale})\n\n" + "\n".join(md_parts) + "\n" + legend + "\n"
@@ -199,7 +237,8 @@ def table_section(spec: TableSpec, scale: str, index: Index, paper: dict, w: Wri
     w.text(f"{stem}.tex", "\n".join(tex_parts))
     w.text(f"{stem}.csv", csv_text(["table", "scale", "dataset", "data", "method", "method_name", "variant",
                                     "column", "noise", "metric", "mean", "std", "n", "n_asked", "n_diverged",
-                                    "best", "paper_mean", "paper_std", "seeds", "note"], csv_rows))
+                                    "n_collapsed", "best", "paper_mean", "paper_std", "seeds", "note", "records"],
+                                   csv_rows))
     body = "\n".join(md_parts) + "\n" + legend + "\n\n" + missing_md(spec.experiment, scale, expected, missing,
                                                                      unavailable, results_arg)
     return Section(f"{spec.title} (scale={scale})", body, [f"{stem}.md", f"{stem}.tex", f"{stem}.csv"])
@@ -266,7 +305,9 @@ def summary_sections(runs: list[Run], w: Writer) -> list[Section]:
                     last, best = Cell(vr, None, "acc_last"), Cell(vr, None, "acc_best")
                     variant = ", ".join(diff) + (f"; {v}" if v and diff else v)
                     div = [r.seed for r in vr if r.status == "diverged"]
+                    col = [r.seed for r in vr if r.collapsed]
                     notes = ([f"{len(div)} diverged (seed {', '.join(map(str, div))})"] if div else []) + \
+                            ([f"{len(col)} collapsed (seed {', '.join(map(str, col))}; in the mean)"] if col else []) + \
                             ([note] if note else [])
 
                     def ms(c):
@@ -275,10 +316,10 @@ def summary_sections(runs: list[Run], w: Writer) -> list[Section]:
                                  f"{last.n}: {', '.join(str(r.seed) for r in vr if r.ok)}" if last.n else "0",
                                  "; ".join(notes)])
                     csv_rows.append([ds, scale, tag, noise, (sum(actual) / len(actual)) if actual else None, m,
-                                     variant, last.mean, last.std, best.mean, best.std, last.n, len(div),
-                                     " ".join(str(r.seed) for r in vr), "; ".join(notes)])
+                                     variant, last.mean, last.std, best.mean, best.std, last.n, len(div), len(col),
+                                     " ".join(str(r.seed) for r in vr), "; ".join(notes), " ".join(r.path for r in vr)])
                     w.result.other.update(r.path for r in vr)
-            md_parts.append(f"**{DATASET_NAMES.get(ds, ds)}** · scale={scale} · data: {rs[0].data_label}\n\n"
+            md_parts.append(f"**{DATASET_NAMES.get(ds, ds)}** · {scale_words(scale, rs)} · data: {rs[0].data_label}\n\n"
                             + md_table(["Noise", "Method", "Last epoch", "Best epoch (test-selected)", "Seeds",
                                         "Notes"], rows))
         legend = ("Last epoch: the headline, mean ± sample std over seeds. Best epoch: the best test accuracy "
@@ -290,6 +331,6 @@ def summary_sections(runs: list[Run], w: Writer) -> list[Section]:
         w.text(f"{stem}.md", md)
         w.text(f"{stem}.csv", csv_text(["dataset", "scale", "data", "noise", "actual_rate", "method", "variant",
                                         "last_mean", "last_std", "best_mean", "best_std", "n", "n_diverged",
-                                        "seeds", "note"], csv_rows))
+                                        "n_collapsed", "seeds", "note", "records"], csv_rows))
         sections.append(Section(f"{DATASET_NAMES.get(ds, ds)}, scale={scale}", md, [f"{stem}.md", f"{stem}.csv"]))
     return sections

@@ -1,0 +1,196 @@
+"""Step 3 of the report, beyond the paper: each network of a two-network method beside its ensemble
+(GSS-DB against GSS-SB like for like), every method with a verdict scored as a detector of mislabeled
+samples beside the reference detectors, and the noise rate a method estimated against the truth.
+
+Each function takes the runs (and detector records) of one report and returns REPORT.md sections,
+writing a markdown and a CSV table per section."""
+from __future__ import annotations
+
+from collections import defaultdict
+
+from .cells import Cell, config_diff
+from .output import Section, Writer, row_label
+from .records import DATASET_NAMES, Run, method_sort_key, num
+from .tables import csv_text, md_table, scale_words
+
+
+def _last(r: Run, key: str) -> float | None:
+    """The last history value of ``key`` (the last epoch that logged it)."""
+    for h in reversed(r.history):
+        if key in h:
+            return num(h[key])
+    return None
+
+
+def _ms(values: list[float], digits: int = 2, pct: float = 1.0) -> str:
+    v = [x * pct for x in values if x is not None]
+    if not v:
+        return "—"
+    m = sum(v) / len(v)
+    if len(v) < 2:
+        return f"{m:.{digits}f}"
+    sd = (sum((x - m) ** 2 for x in v) / (len(v) - 1)) ** 0.5
+    return f"{m:.{digits}f} ± {sd:.{digits}f}"
+
+
+def _mean(values) -> float | None:
+    v = [x for x in values if x is not None]
+    return sum(v) / len(v) if v else None
+
+
+def _groups(runs: list[Run], want) -> dict:
+    g = defaultdict(list)
+    for r in runs:
+        if r.ok and want(r):
+            g[(r.dataset, r.scale, r.data_tag, r.noise, r.method, config_diff(r))].append(r)
+    return g
+
+
+def _sort(k):
+    ds, scale, tag, noise, m, diff = k
+    return (ds, scale, tag, noise, method_sort_key(m), diff)
+
+
+# ------------------------------------------------------------------------ networks and ensembles
+def networks_section(runs: list[Run], w: Writer) -> list[Section]:
+    """Each network of the two-network methods beside the ensemble they are tested on, and GSS-DB
+    against GSS-SB on the same setting both ways: its ensemble, and its single networks."""
+    metric = "test_top1"
+    multi = _groups(runs, lambda r: _last(r, f"{metric}_net1") is not None)
+    if not multi:
+        return []
+    rows, csv_rows = [], []
+    for k in sorted(multi, key=_sort):
+        ds, scale, tag, noise, m, diff = k
+        rs = multi[k]
+        n0, n1 = [_last(r, f"{metric}_net0") for r in rs], [_last(r, f"{metric}_net1") for r in rs]
+        ens, single = [_last(r, f"{metric}_ensemble") for r in rs], [(a + b) / 2 for a, b in zip(n0, n1)]
+        head = (rs[0].rec.get("final") or {}).get("headline", "ensemble")
+        rows.append([f"{DATASET_NAMES.get(ds, ds)} {noise} ({scale})", row_label(m, ", ".join(diff)), _ms(n0), _ms(n1),
+                     _ms(single), _ms(ens), head, str(len(rs))])
+        csv_rows.append([ds, scale, tag, noise, m, ", ".join(diff), _mean(n0), _mean(n1), _mean(single), _mean(ens),
+                         head, len(rs), " ".join(r.path for r in rs)])
+    md = ("Last-epoch test accuracy (%) of each network, their mean, and the ensemble the method is tested on "
+          "(mean ± std over seeds). `headline` is what the method's tables show.\n\n"
+          + md_table(["Setting", "Method", "network 0", "network 1", "mean of the networks", "ensemble",
+                      "headline", "runs"], rows))
+    # GSS-DB against GSS-SB, like for like
+    sb = _groups(runs, lambda r: r.method == "gss_sb")
+    lines = []
+    for k in sorted(multi, key=_sort):
+        ds, scale, tag, noise, m, diff = k
+        if m != "gss_db":
+            continue
+        ref = sb.get((ds, scale, tag, noise, "gss_sb", diff))   # the same departures from the defaults
+        if not ref:
+            continue
+        db = multi[k]
+        seeds = sorted({r.seed for r in db} & {r.seed for r in ref})
+        sb_acc = _mean([r.acc_last for r in ref])
+        ens = _mean([_last(r, f"{metric}_ensemble") for r in db])
+        single = _mean([(_last(r, f"{metric}_net0") + _last(r, f"{metric}_net1")) / 2 for r in db])
+        lines.append(f"- {DATASET_NAMES.get(ds, ds)} {noise} ({scale}{', ' + ', '.join(diff) if diff else ''}): "
+                     f"GSS-DB's ensemble {ens:.2f} vs GSS-SB "
+                     f"{sb_acc:.2f} ({ens - sb_acc:+.2f}); GSS-DB's single networks {single:.2f} vs GSS-SB "
+                     f"({single - sb_acc:+.2f}); {len(db)} GSS-DB and {len(ref)} GSS-SB runs"
+                     + (f", seeds in common: {', '.join(map(str, seeds))}" if seeds else ""))
+    if lines:
+        md += ("\n**GSS-DB against GSS-SB, like for like.** GSS-SB is one network; GSS-DB's headline is the "
+               "ensemble of two. Both comparisons:\n\n" + "\n".join(lines) + "\n")
+    w.result.tables["networks.md"] = md
+    w.text("networks.md", md)
+    w.text("networks.csv", csv_text(["dataset", "scale", "data", "noise", "method", "variant", "net0", "net1",
+                                     "mean_nets", "ensemble", "headline", "n", "records"], csv_rows))
+    return [Section("Two-network methods: each network and the ensemble", md, ["networks.md", "networks.csv"])]
+
+
+# ------------------------------------------------------------------------ mislabeled-sample detection
+def detector_section(runs: list[Run], detectors: list[dict], w: Writer) -> list[Section]:
+    """Every method with a verdict (``det_*`` in its history) as a detector of mislabeled samples at the
+    last epoch, and the best epoch by AUROC, beside the CE-loss reference (``det_loss_auroc`` of the same
+    run's network, ``diagnose_train``) and the cleanlab / CE-loss detectors on out-of-sample
+    probabilities (``python -m nlbench detect``)."""
+    g = _groups(runs, lambda r: _last(r, "det_auroc") is not None or _last(r, "det_loss_auroc") is not None)
+    if not g and not detectors:
+        return []
+    rows, csv_rows = [], []
+    for k in sorted(g, key=_sort):
+        ds, scale, tag, noise, m, diff = k
+        rs = g[k]
+        prec, rec_, auc = ([_last(r, f"det_{x}") for r in rs] for x in ("precision", "recall", "auroc"))
+        best_auc = [max((num(h.get("det_auroc")) or 0.0 for h in r.history), default=None) for r in rs]
+        loss_auc = [_last(r, "det_loss_auroc") for r in rs]
+        setting = f"{DATASET_NAMES.get(ds, ds)} {noise} ({scale})"
+        rows.append([setting, row_label(m, ", ".join(diff)), _ms(prec, 3), _ms(rec_, 3), _ms(auc, 3),
+                     _ms([b for b, a in zip(best_auc, auc) if a is not None], 3), _ms(loss_auc, 3), str(len(rs))])
+        csv_rows.append([ds, scale, tag, noise, m, ", ".join(diff), _mean(prec), _mean(rec_), _mean(auc),
+                         _mean(best_auc) if any(a is not None for a in auc) else None, _mean(loss_auc), len(rs),
+                         " ".join(r.path for r in rs)])
+    for d in sorted(detectors, key=lambda d: (d["dataset"], d["scale"], d["noise"]["name"], d["seed"])):
+        f = d.get("final") or {}
+        setting = f"{DATASET_NAMES.get(d['dataset'], d['dataset'])} {d['noise']['name']} ({d['scale']})"
+        rows.append([setting, f"cleanlab, {f.get('folds')}-fold out-of-sample (seed {d['seed']})",
+                     f"{f['det_precision']:.3f}", f"{f['det_recall']:.3f}", f"{f['det_auroc']:.3f}", "—",
+                     f"{f['det_loss_auroc']:.3f}", "1"])
+        csv_rows.append([d["dataset"], d["scale"], "", d["noise"]["name"], "cleanlab_cv", f"folds={f.get('folds')}",
+                         f["det_precision"], f["det_recall"], f["det_auroc"], None, f["det_loss_auroc"], 1, d["_path"]])
+    md = ("Each method's own verdict on the given labels (Method.verdict: DivideMix / GSS-SSL the GMM clean "
+          "probability, Co-teaching / JoCoR the small-loss selection, GSS the pool's probability of the given "
+          "label, ELR+ its targets) scored as a detector of mislabeled samples against the true labels at the "
+          "last epoch: flagged = verdict below 0.5; precision and recall of the flagged set, AUROC of the "
+          "verdict; `best AUROC` over epochs (selected with the truth: optimistic). `CE-loss AUROC`: the loss "
+          "of the given label under the run's own network as the score (runs with `diagnose_train=true`). "
+          "cleanlab rows: confident learning (`find_label_issues`) on K-fold out-of-sample probabilities of "
+          "cross entropy, its loss AUROC on the same probabilities.\n\n"
+          + md_table(["Setting", "Detector", "precision", "recall", "AUROC", "best AUROC", "CE-loss AUROC",
+                      "runs"], rows))
+    w.result.tables["detection.md"] = md
+    w.text("detection.md", md)
+    w.text("detection.csv", csv_text(["dataset", "scale", "data", "noise", "method", "variant", "precision",
+                                      "recall", "auroc", "best_auroc", "loss_auroc", "n", "records"], csv_rows))
+    return [Section("Which samples are mislabeled: methods as detectors", md, ["detection.md", "detection.csv"])]
+
+
+# ------------------------------------------------------------------------ the noise rate when nobody tells you
+def rate_section(runs: list[Run], w: Writer) -> list[Section]:
+    """Runs with ``forget_rate: estimate``: the rate they estimated against the true one, and their accuracy
+    against the same method told the rate (``forget_rate: auto``) on the same setting and seeds."""
+    est = [r for r in runs if r.ok and r.param("forget_rate") == "estimate" and _last(r, "forget_rate_est") is not None]
+    if not est:
+        return []
+    told = defaultdict(list)
+    for r in runs:
+        if r.ok and isinstance(r.param("forget_rate"), (int, float)):
+            told[(r.dataset, r.scale, r.noise, r.method)].append(r)
+    groups = defaultdict(list)
+    for r in est:
+        groups[(r.dataset, r.scale, r.noise, r.method)].append(r)
+    rows, csv_rows = [], []
+    for k in sorted(groups, key=lambda k: (k[0], k[1], k[2], method_sort_key(k[3]))):
+        ds, scale, noise, m = k
+        rs = groups[k]
+        truth = [num((r.rec.get("noise") or {}).get("actual_rate")) for r in rs]
+        e = [_last(r, "forget_rate_est") for r in rs]
+        err = [a - b for a, b in zip(e, truth) if a is not None and b is not None]
+        seeds = {r.seed for r in rs}
+        t = [r for r in told.get(k, []) if r.seed in seeds]
+        acc_e, acc_t = Cell(rs, None), Cell(t, None)
+        told_rate = _mean([r.param("forget_rate") for r in t])
+        rows.append([f"{DATASET_NAMES.get(ds, ds)} {noise} ({scale})", row_label(m, ""), _ms(truth, 3), _ms(e, 3),
+                     _ms(err, 3), "—" if told_rate is None else f"{told_rate:.3f}", _ms([r.acc_last for r in t]),
+                     _ms([r.acc_last for r in rs]),
+                     "—" if acc_t.mean is None else f"{acc_e.mean - acc_t.mean:+.2f}", f"{len(rs)} / {len(t)}"])
+        csv_rows.append([ds, scale, noise, m, _mean(truth), _mean(e), _mean(err), told_rate, acc_t.mean, acc_e.mean,
+                         len(rs), len(t), " ".join(r.path for r in rs + t)])
+    md = ("`forget_rate: estimate`: the noise rate estimated from the networks and the noisy labels after the "
+          "warm-up (never from the true labels), against the true rate of the training set, and the last-epoch "
+          "accuracy it gave against the same method told the config's expected rate (`forget_rate: auto`, same "
+          "seeds). Error = estimate - truth.\n\n"
+          + md_table(["Setting", "Method", "true rate", "estimate", "error", "told rate", "acc. told",
+                      "acc. estimated", "cost of estimating", "runs est. / told"], rows))
+    w.result.tables["noise_rate.md"] = md
+    w.text("noise_rate.md", md)
+    w.text("noise_rate.csv", csv_text(["dataset", "scale", "noise", "method", "true_rate", "estimate", "error",
+                                       "told_rate", "acc_told", "acc_estimated", "n_estimated", "n_told", "records"],
+                                      csv_rows))
+    return [Section("The noise rate when nobody tells you", md, ["noise_rate.md", "noise_rate.csv"])]

@@ -1,0 +1,124 @@
+"""The report beyond the paper, from real (short) runs on digits: each network beside its ensemble and
+GSS-DB against GSS-SB both ways, methods scored as detectors beside cleanlab, the estimated noise rate
+against the truth; and a collapsed or chance-level cell is flagged and never bold."""
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from conftest import SMOKE, make_results, run_cli
+from report_fixtures import write_record
+
+
+def _rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def beyond(tmp_path_factory):
+    base = tmp_path_factory.mktemp("beyond")
+    res = make_results(base)
+    args = [a for a in SMOKE if not a.startswith("method=")] + ["dataset=digits", "noise=sym0.4", "train.epochs=6",
+                                                                "diagnose_train=true"]
+    for extra in (["method=gss_db"], ["method=gss_sb"], ["method=coteaching"],
+                  ["method=coteaching", "method.params.forget_rate=estimate", "method.params.estimate_epoch=3"]):
+        r = run_cli(["run", *args, *extra], res)
+        assert r.rc == 0, r.err
+    r = run_cli(["detect", "dataset=digits", "noise=sym0.4", "device=cpu", "train.epochs=3", "folds=2"], res)
+    assert r.rc == 0, r.err
+    out = base / "plots"
+    r = run_cli(["report", "--results-dir", str(res.results), "--out", str(out), "--no-figures"])
+    assert r.rc == 0, r.err
+    recs = {}
+    for p in res.records():
+        rec = json.loads(p.read_text())
+        key = rec["method"] + ("_est" if (rec.get("effective") or {}).get("method_params", {}).get("forget_rate")
+                               == "estimate" else "")
+        recs[key] = rec
+    return out, recs
+
+
+def test_networks_beside_the_ensemble_and_gss_db_vs_gss_sb_both_ways(beyond):
+    out, recs = beyond
+    db = recs["gss_db"]["history"][-1]
+    row = next(r for r in _rows(out / "networks.csv") if r["method"] == "gss_db")
+    assert float(row["net0"]) == pytest.approx(db["test_top1_net0"], abs=1e-3)
+    assert float(row["net1"]) == pytest.approx(db["test_top1_net1"], abs=1e-3)
+    assert float(row["ensemble"]) == pytest.approx(db["test_top1_ensemble"], abs=1e-3)
+    md = (out / "networks.md").read_text()
+    sb = recs["gss_sb"]["final"]["acc_last"]
+    single = (db["test_top1_net0"] + db["test_top1_net1"]) / 2
+    assert f"GSS-DB's ensemble {db['test_top1_ensemble']:.2f} vs GSS-SB {sb:.2f}" in md
+    assert f"GSS-DB's single networks {single:.2f} vs GSS-SB ({single - sb:+.2f})" in md
+    assert "networks.md" in (out / "REPORT.md").read_text()
+
+
+def test_methods_and_cleanlab_as_detectors(beyond):
+    out, recs = beyond
+    rows = _rows(out / "detection.csv")
+    by = {r["method"]: r for r in rows if "forget_rate" not in r["variant"]}
+    sb = recs["gss_sb"]["history"][-1]
+    assert float(by["gss_sb"]["auroc"]) == pytest.approx(sb["det_auroc"], abs=1e-4)
+    assert float(by["gss_sb"]["loss_auroc"]) == pytest.approx(sb["det_loss_auroc"], abs=1e-4)
+    assert float(by["coteaching"]["precision"]) == pytest.approx(recs["coteaching"]["history"][-1]["det_precision"],
+                                                                  abs=1e-4)
+    cl = next(r for r in rows if r["method"] == "cleanlab_cv")
+    det = next(p for p in recs.values() if p["method"] == "cleanlab_cv")
+    assert float(cl["auroc"]) == pytest.approx(det["final"]["det_auroc"], abs=1e-4)
+    assert "cleanlab_cv" in cl["records"]
+
+
+def test_estimated_rate_against_truth_and_told(beyond):
+    out, recs = beyond
+    (row,) = _rows(out / "noise_rate.csv")
+    est = recs["coteaching_est"]
+    assert float(row["estimate"]) == pytest.approx(est["history"][-1]["forget_rate_est"], abs=1e-4)
+    assert float(row["true_rate"]) == pytest.approx(est["noise"]["actual_rate"], abs=1e-4)
+    assert float(row["told_rate"]) == pytest.approx(recs["coteaching"]["effective"]["method_params"]["forget_rate"],
+                                                    abs=1e-4)
+    assert float(row["acc_told"]) == pytest.approx(recs["coteaching"]["final"]["acc_last"], abs=1e-3)
+    assert float(row["error"]) == pytest.approx(float(row["estimate"]) - float(row["true_rate"]), abs=1e-4)
+
+
+def test_collapsed_runs_are_counted_and_chance_cells_never_bold(tmp_path):
+    res = tmp_path / "results"
+    paths = []
+    for s in range(3):   # GSS-SSL at chance, two of three runs collapsed
+        paths.append(write_record(res, method="gss_ssl", dataset="cifar10", noise="sym0.8", seed=s, acc_last=10.0 + s))
+    for s, a in enumerate([30.0, 31.0]):
+        write_record(res, method="dividemix", dataset="cifar10", noise="sym0.8", seed=s, acc_last=a)
+    write_record(res, method="ce", dataset="cifar10", noise="asym0.4", seed=0, acc_last=12.0)   # alone, at chance
+    for p in paths[:2]:
+        rec = json.loads(p.read_text())
+        rec["final"].update(collapsed=True, collapse_reason="one class takes 100% of the test predictions")
+        p.write_text(json.dumps(rec))
+    out = tmp_path / "plots"
+    r = run_cli(["report", "--results-dir", str(res), "--out", str(out), "--no-figures"])
+    assert r.rc == 0, r.err
+    md = (out / "table3_cpu.md").read_text()
+    gss = next(line for line in md.splitlines() if line.startswith("| GSS-SSL |"))
+    dm = next(line for line in md.splitlines() if line.startswith("| DivideMix |"))
+    ce = next(line for line in md.splitlines() if line.startswith("| CE |"))
+    assert "11.00 ± 1.00 (3/5)* ‡2" in gss and "**" not in gss          # counted, never bold
+    assert "**30.50 ± 0.71**" in dm                                      # the best real cell
+    assert "12.00" in ce and "**" not in ce                              # chance level (K = 10): not bold
+    rows = [r for r in _rows(out / "table3_cpu.csv") if r["dataset"] == "cifar10" and r["noise"] == "sym0.8"]
+    assert next(r for r in rows if r["method"] == "gss_ssl")["n_collapsed"] == "2"
+    assert "partial: 6 of 350 runs, 3 of 10 methods" in md
+
+
+def test_missing_run_commands_keep_the_users_data_dir(tmp_path):
+    res = tmp_path / "results"
+    p = write_record(res, method="ce", dataset="cifar10", noise="sym0.4", seed=0, acc_last=50.0)
+    rec = json.loads(p.read_text())
+    rec["config"]["data_dir"] = "../shared/data"
+    p.write_text(json.dumps(rec))
+    out = tmp_path / "plots"
+    r = run_cli(["report", "--results-dir", str(res), "--out", str(out), "--no-figures"])
+    assert r.rc == 0, r.err
+    cmds = [ln for ln in (out / "REPORT.md").read_text().splitlines() if ln.startswith("python -m nlbench run -m")]
+    assert cmds and all(ln.endswith("data_dir=../shared/data") for ln in cmds)
+    assert all(f"results_dir={res}" in ln for ln in cmds)
