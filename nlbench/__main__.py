@@ -111,9 +111,9 @@ def cmd_run(args: list[str], *, dry: bool = False) -> int:
                   f"hash={n.label_hash} backbone={spec.backbone} "
                   f"scale={spec.scale} epochs={spec.train.epochs} record={spec.record_path}")
             line = data_line(spec.dataset, prep.data)
-            if line not in said:    # once per data copy, not once per member
+            if line not in said:    # once per data copy, not once per member; stdout keeps the ok lines
                 said.add(line)
-                print(line)
+                print(line, file=sys.stderr)
         return 0
     if multi:
         sweep.validate_members(members)   # config, data, method, output folders: before the first member trains

@@ -79,8 +79,9 @@ def test_a_copy_without_git_records_null_commit_and_null_dirty(tmp_path):
 def test_validate_and_run_name_the_data_copy_once(cli, tmp_results):
     r = cli(["validate", "-m", *SMOKE, "seed=0,1"], tmp_results)
     assert r.rc == 0, r.err
-    lines = [line for line in r.out.splitlines() if line.startswith("data:")]
+    lines = [line for line in r.err.splitlines() if line.startswith("data:")]   # stdout: the ok lines only
     assert lines == ["data: digits: embedded (sklearn.datasets.load_digits)"]
+    assert [line[:3] for line in r.out.splitlines()] == ["ok:", "ok:"]
     r = cli(["run", *SMOKE, "train.epochs=1", "verbosity=epoch"], tmp_results)
     assert r.rc == 0, r.err
     assert sum(line.startswith("data: digits") for line in r.err.splitlines()) <= 1   # once per process
@@ -92,7 +93,7 @@ def test_validate_says_when_cifar_files_fail_the_official_md5s(cli, tmp_results,
     md5_ok = load_dataset("cifar10", data_dir=shared_data).meta["md5_ok"]
     r = cli(["validate", *SMOKE, "dataset=cifar10", f"data_dir={shared_data}"], tmp_results)
     assert r.rc == 0, r.err
-    (line,) = [line for line in r.out.splitlines() if line.startswith("data:")]
+    (line,) = [line for line in r.err.splitlines() if line.startswith("data:")]
     assert str(shared_data) in line
     assert ("differ from the official MD5s" in line) == (md5_ok is False)
     assert ("MD5 verified" in line) == (md5_ok is True)
