@@ -4,7 +4,7 @@ recompilations per epoch, and eager against compiled epoch time.
 :class:`CompileWatch` reads torch._dynamo's own compilation metrics (one entry per compiled frame,
 with the reason of each recompilation) and its graph-break counter while ``Trainer.fit`` runs, split
 at each epoch's start, so the evaluation and the method's inference passes at an epoch's end count for
-that epoch. tests/test_compile.py uses it to fail a method that keeps recompiling after its first
+that epoch. tests/test_gpu_paths.py uses it to fail a method that keeps recompiling after its first
 epoch; ``python -m nlbench.bench.compiled`` (``benchmarks/bench_compile.py``) prints the table:
 
     python benchmarks/bench_compile.py --methods all --dataset cifar10 --scale cpu --epochs 3
@@ -174,7 +174,9 @@ def table(rows: list[dict], a, machine: dict) -> str:
               f"recompile_limit={torch._dynamo.config.recompile_limit}). s/epoch: median of the epochs after the "
               "first in which nothing compiled (steps, method passes, evaluation), the same epochs for eager "
               "('-': every epoch compiled something; run more epochs); "
-              "training part: the same without the evaluation. Recompile reasons:"]
+              "training part: the same without the evaluation. A DivideMix-family epoch costs in proportion to its "
+              "labelled share, which rounding can make the eager and compiled runs split differently (their "
+              "accuracies say how far they drifted). Recompile reasons:"]
     for r in rows:
         for reason in r["stats"].reasons:
             lines.append(f"- {r['method']}, {reason}")
