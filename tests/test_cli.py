@@ -126,7 +126,7 @@ BAD = {
     "top_key": (["bogus=1"], ["'bogus'", "valid keys", "seed", "train"]),
     "train_type": (["train.epochs=abc"], ["train.epochs", "integer", "'abc'"]),
     "seed_type": (["seed=x"], ["seed", "integer", "'x'"]),
-    "noise_not_for_dataset": (["noise=asym0.4"], ["asym0.4", "digits", "cifar10", "cifar100"]),
+    "noise_not_for_dataset": (["noise=asym_super0.4"], ["asym_super0.4", "digits", "cifar100"]),
     "method_param": (["+method.params.bogus=1"], ["'bogus'", "valid parameters"]),
     "method_param_noplus": (["method.params.bogus=1"], ["'bogus'", "valid parameters"]),
     "empty_data_dir": (["dataset=cifar10", "data_dir={tmp}/empty"],
