@@ -154,7 +154,7 @@ def main(argv: list[str]) -> int:
         return int(e.code or 0)
     if Path(a.results_dir).exists() and not Path(a.results_dir).is_dir():
         raise ConfigError(f"--results-dir {a.results_dir!r} is a file, not a folder; give the folder of run records")
-    for name in ("table3", "table4", "fig1", "fig3", "fig4"):
+    for name in ("table3", "table4", "digits", "fig1", "fig3", "fig4"):
         if name not in experiment_names():
             raise ConfigError(f"conf/experiment/{name}.yaml is missing; the report needs it")
     try:

@@ -107,6 +107,7 @@ class TableSpec:
     title: str
     blocks: tuple[Block, ...]
     paper_note: str
+    in_paper: bool = True      # False: a table of our own (digits), no paper protocol or value to compare
 
 
 def _t3_columns() -> tuple[Column, ...]:
@@ -126,6 +127,12 @@ TABLES = (
                                    Column("ILSVRC12", "top-1", "real", "imagenet_top1", ("ilsvrc12_top1",)),
                                    Column("ILSVRC12", "top-5", "real", "imagenet_top5", ("ilsvrc12_top5",))))),
               "the paper's Table 4 (ResNet-50, paper protocol)"),
+    TableSpec("digits", "digits", "Digits: every method on the embedded default (not in the paper)",
+              (Block("digits", (Column("Clean", "0%", "clean", "acc_last", ("clean", 0.0)),
+                                *(Column("Symmetric", f"{int(r * 100)}%", f"sym{r}", "acc_last", ("sym", r))
+                                  for r in (0.2, 0.4, 0.6, 0.8)),
+                                Column("Asymmetric", "40%", "asym0.4", "acc_last", ("asym", 0.4)))),),
+              "no paper value: digits is not in the paper", in_paper=False),
 )
 
 
@@ -228,8 +235,10 @@ def table_section(spec: TableSpec, scale: str, index: Index, paper: dict, w: Wri
               "is one class; in the mean, and counted here); "
               "`[x]` the paper's value; best of ours per column in bold (never a cell within "
               f"{CHANCE_MARGIN:g} points of chance, 100/K). The CSV lists each cell's record files. "
-              f"Numbers at scale={scale} " + ("are paper-protocol numbers." if scale == "paper" else
-                                                "come from a reduced protocol and are not comparable to the paper's."))
+              + (f"Numbers at scale={scale} " + ("are paper-protocol numbers." if scale == "paper" else
+                                                 "come from a reduced protocol and are not comparable to the paper's.")
+                 if spec.in_paper else "The paper has no such table: the dataset's own protocol, nothing to "
+                                       "compare with the paper's numbers."))
     md = f"## {spec.title} (scale={scale})\n\n" + "\n".join(md_parts) + "\n" + legend + "\n"
     stem = f"{spec.key}_{scale}"
     res.tables[f"{stem}.md"] = md
