@@ -81,6 +81,12 @@ def history_frame(series: list[tuple[str, list[Run]]], keys: list[str], scale: f
     return pd.DataFrame(rows, columns=FRAME_COLUMNS)
 
 
+def figure_data_csv(df: pd.DataFrame) -> str:
+    """The numbers a figure plots, as CSV (floats to 6 decimals): the figure's own record, compared byte
+    for byte by the shipped-report check (a PNG's bytes depend on the matplotlib build)."""
+    return df.to_csv(index=False, float_format="%.6f", lineterminator="\n")
+
+
 def _wrap(text: str, width: int) -> str:
     return "\n".join(textwrap.wrap(text, width))
 
@@ -297,6 +303,7 @@ def figure_sections(index: Index, scales: list[str] | None, w: Writer, results_a
                 subtitle = f"CIFAR-10 · scale={scale} · data: {label}" + (f" · {partial}" if partial else "")
                 df = PAPER_FIGURES[key](rs, w.out / stem, subtitle=subtitle, n_asked=n_asked)
                 res.figures[stem] = df
+                files.append(w.text(f"{stem}.data.csv", figure_data_csv(df)))
                 res.files += [w.out / f"{stem}.png", w.out / f"{stem}.pdf"]
                 files += [f"{stem}.png", f"{stem}.pdf"]
                 bound_missing = key == "fig1" and not any(r.noise == "clean" for r in rs)
@@ -334,6 +341,7 @@ def dynamics_sections(runs: list[Run], w: Writer) -> list[Section]:
             if df is None:
                 continue
             w.result.figures[stem] = df
+            files.append(w.text(f"{stem}.data.csv", figure_data_csv(df)))
             w.result.files.append(w.out / f"{stem}.png")
             files.append(f"{stem}.png")
             body.append(f"![{kind}, {sub}]({stem}.png)\n\n{CAPTIONS[kind]}\n")

@@ -1,0 +1,76 @@
+"""The shipped reference results stay true.
+
+1. The report regenerated from the shipped records (``results/``) equals the committed ``plots/``: every
+   table (md, tex, csv), REPORT.md and every figure's data (``*.data.csv``) byte for byte, and the same
+   set of PNG/PDF files (a PNG's bytes depend on the matplotlib build, so figures are compared by the
+   numbers they plot).
+2. Drift: a few digits cells are trained again and must land within ``DRIFT_TOL`` points of the shipped
+   records, so that a change that moves a method's numbers cannot land silently. On the machine that made
+   the records the runs are bit-identical; another CPU, BLAS or torch build may differ slightly.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, make_results, read_json, run_cli
+
+RESULTS, PLOTS = ROOT / "results", ROOT / "plots"
+#: |rerun - shipped| last-epoch accuracy, in points (450 test images: one image is 0.22 points)
+DRIFT_TOL = 1.5
+#: the digits cells rerun (method, noise, seed): a plain loss, a GSS and a two-network method
+DRIFT_CELLS = [("ce", "sym0.4", 0), ("gss_sb", "sym0.4", 0), ("coteaching", "asym0.4", 0)]
+
+
+def _shipped() -> list[Path]:
+    return sorted(RESULTS.rglob("*.json.gz")) + sorted(RESULTS.rglob("*.json"))
+
+
+def _read(p: Path) -> dict:
+    with (gzip.open(p, "rt") if p.suffix == ".gz" else open(p)) as f:
+        return json.load(f)
+
+
+needs_shipped = pytest.mark.skipif(not _shipped(), reason="no shipped records under results/ (none committed yet)")
+
+
+@needs_shipped
+def test_the_committed_report_is_what_the_shipped_records_give(tmp_path, monkeypatch):
+    from nlbench import report as rp
+
+    monkeypatch.chdir(ROOT)        # the report names its results folder as given: "results", as when it was made
+    monkeypatch.delenv("NLBENCH_RESULTS_DIR", raising=False)
+    out = tmp_path / "plots"
+    rp.report("results", out)
+    made = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    shipped = {p.relative_to(PLOTS).as_posix() for p in PLOTS.rglob("*") if p.is_file()} - {"README.md"}
+    assert made == shipped, (sorted(made - shipped)[:10], sorted(shipped - made)[:10])
+    for name in sorted(made):
+        if name.endswith((".png", ".pdf")):
+            continue
+        assert (out / name).read_text() == (PLOTS / name).read_text(), \
+            f"plots/{name} differs from the report of the shipped records: run `python -m nlbench report`"
+
+
+@needs_shipped
+@pytest.mark.parametrize("method, noise, seed", DRIFT_CELLS)
+def test_digits_cells_do_not_drift(tmp_path, method, noise, seed):
+    shipped = [r for r in map(_read, RESULTS.glob(f"digits/{noise}/{method}/seed{seed}-*.json*"))
+               if r.get("status") == "completed" and r.get("scale") == "paper"]
+    if not shipped:
+        pytest.skip(f"no shipped digits record for {method} {noise} seed {seed}")
+    res = make_results(tmp_path)
+    r = run_cli(["run", f"method={method}", "dataset=digits", f"noise={noise}", f"seed={seed}", "device=cpu",
+                 "progress=false", "verbosity=quiet"], res)
+    assert r.rc == 0, r.err
+    (path,) = res.records()
+    rec = read_json(path)
+    ref = next((s for s in shipped if s["config_hash"] == rec["config_hash"]), None)
+    assert ref is not None, (f"the default {method} config changed since the shipped records were made "
+                             f"(hash {rec['config_hash']} not among {[s['config_hash'] for s in shipped]}): "
+                             "rerun the digits grid and the report")
+    got, want = rec["final"]["acc_last"], ref["final"]["acc_last"]
+    assert abs(got - want) <= DRIFT_TOL, f"{method} {noise} seed {seed}: {got:.2f} vs shipped {want:.2f}"
