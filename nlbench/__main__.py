@@ -17,7 +17,7 @@
 
 Bad input (unknown name, rate out of range, missing data, an unwritable results_dir) prints one line
 naming the bad value and the valid choices, and exits with code 2 before anything is written.
-Exit codes: 0 completed; 1 a run failed while training (recorded as ``failed``); 2 bad input;
+Exit codes: 0 completed; 1 a run failed while training (recorded as ``failed``) or was busy elsewhere; 2 bad input;
 3 a run diverged (NaN loss; recorded as ``diverged``); 130 interrupted.
 """
 from __future__ import annotations
@@ -57,7 +57,7 @@ with Hydra's launchers (pip install 'nlbench[launchers]'):
   python -m nlbench run -m hydra/launcher=joblib hydra.launcher.n_jobs=4 seed=0,1,2,3
   python -m nlbench run -m hydra/launcher=submitit_slurm hydra.launcher.partition=gpu ...
 
-Exit codes: 0 completed; 1 a run failed; 2 bad input (nothing written); 3 a run diverged; 130 interrupted."""
+Exit codes: 0 completed; 1 a run failed (or its cell was busy in another process); 2 bad input (nothing written); 3 a run diverged; 130 interrupted."""
 
 
 def run_help() -> str:

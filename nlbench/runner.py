@@ -25,7 +25,7 @@ from .backbones import BACKBONES, build_backbone
 from .data import DATASETS, InMemoryData, balanced_subset, data_line, load_dataset
 from .hydra_setup import check_noise_name
 from .method import METHODS, Method
-from .registry import ConfigError, as_int, check_range
+from .registry import ConfigError, RunError, as_int, check_range
 from .tblog import check_logger
 from .trainer import TrainConfig, Trainer, check_headline, train_config_dict
 
@@ -547,20 +547,36 @@ def execute(spec: RunSpec, *, log=None) -> dict:
         rec = store.read_record(path)
         log(f"skipping: finished record exists at {path} (pass force=true to rerun)")
         return {**rec, "_skipped": True, "_path": str(path)}
-    threads = torch.get_num_threads()
-    if spec.threads:   # before any tensor work; the record's versions.torch_threads shows it
-        torch.set_num_threads(spec.threads)
+    from .runlock import RunBusy, RunLock
+
+    check_writable(spec)   # a clear error for an unwritable folder, before the lock file is made there
+    lock = RunLock(spec.checkpoint_path.with_suffix(".lock"))
     try:
+        lock.acquire()
+    except RunBusy as e:   # another process runs this cell: leave its checkpoint alone, write nothing
+        log(f"busy: {e}")
+        return {"status": "busy", "message": str(e), "final": {}, "_skipped": True, "_path": None}
+    except OSError as e:   # a full disk, say: one line that names the file
+        raise RunError(f"cannot write the run's lock file {lock.path}: {e.strerror or e}") from None
+    threads = torch.get_num_threads()
+    try:
+        if not spec.force and store.is_finished(path):   # it finished in the process we waited behind
+            rec = store.read_record(path)
+            log(f"skipping: finished record exists at {path} (pass force=true to rerun)")
+            return {**rec, "_skipped": True, "_path": str(path)}
+        if spec.threads:   # before any tensor work; the record's versions.torch_threads shows it
+            torch.set_num_threads(spec.threads)
         return _execute(spec, log, path)
     finally:
         torch.set_num_threads(threads)
+        lock.release()
+        prune_empty_dirs(spec.checkpoint_path.parent, spec.checkpoint_dir)
 
 
 def _execute(spec: RunSpec, log, path: Path) -> dict:
     t0, quiet = time.time(), spec.verbosity == "quiet"
     git = _git()  # the code as it was when the run started
     prep = prepare(spec)
-    check_writable(spec)
     said = data_line(spec.dataset, prep.data)
     if said not in _DATA_SAID:   # which copy of the data (official MD5s or not), once per process
         _DATA_SAID.add(said)
@@ -613,8 +629,7 @@ def _execute(spec: RunSpec, log, path: Path) -> dict:
         return {**record, "_path": None}
     record = store.ordered(record)
     store.atomic_write_json(path, record)
-    trainer.discard_checkpoint()
-    prune_empty_dirs(spec.checkpoint_path.parent, spec.checkpoint_dir)
+    trainer.discard_checkpoint()   # execute() prunes the emptied folders once the run's lock is gone
     return {**record, "_path": str(path)}
 
 

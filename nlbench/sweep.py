@@ -15,9 +15,9 @@ Members run one after another in this process, unless a Hydra launcher is asked 
 (``hydra/launcher=joblib`` / ``submitit_local`` / ``submitit_slurm``, or any other ``hydra.*``
 override): then :mod:`nlbench.launch` hands the validated sweep to Hydra's own multirun machinery.
 
-Exit codes (``EXIT_*``): 0 every member completed (or was already finished); 1 a member failed (or,
-with a launcher, left no record); 2 bad input, nothing trained; 3 a member diverged (NaN loss) and
-none failed; 130 interrupted.
+Exit codes (``EXIT_*``): 0 every member completed (or was already finished); 1 a member failed (or was
+busy in another process, or, with a launcher, left no record); 2 bad input, nothing trained; 3 a member
+diverged (NaN loss) and none failed; 130 interrupted.
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ class Member:
 @dataclass
 class Outcome:
     label: str
-    status: str         # completed | diverged | failed | skipped-<final status> | missing
+    status: str         # completed | diverged | failed | skipped-<final status> | skipped-busy | missing
     acc_last: float | None
     minutes: float | None
     path: str | None
@@ -146,7 +146,7 @@ def summary_table(outcomes: list[Outcome]) -> str:
 
 def exit_code(outcomes: list[Outcome]) -> int:
     statuses = {o.status.removeprefix("skipped-") for o in outcomes}
-    if statuses & {"failed", "missing"}:
+    if statuses & {"failed", "missing", "busy"}:
         return EXIT_FAILED
     if "diverged" in statuses:
         return EXIT_DIVERGED
@@ -169,6 +169,10 @@ def finish(outcomes: list[Outcome], *, multi: bool) -> int:
     if multi:
         print(f"\nsweep summary ({len(outcomes)} members):")
         print(summary_table(outcomes))
+        busy = [o for o in outcomes if o.status == "skipped-busy"]
+        if busy:
+            print(f"{len(busy)} member(s) were running in another process and were left alone; rerun the "
+                  "same command when it has finished", file=sys.stderr)
         bad = [o for o in outcomes if o.status in ("failed", "missing")]
         if bad:
             print(f"{len(bad)} member(s) failed; rerun the same command to retry them (finished members are "

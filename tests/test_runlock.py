@@ -1,0 +1,77 @@
+"""One process per run: a second process that reaches a running cell leaves it alone, a dead holder
+never blocks, and a finished run leaves no lock file behind."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, SMOKE
+
+pytest.importorskip("fcntl")
+
+from nlbench.runlock import RunBusy, RunLock  # noqa: E402
+
+HOLD = ("import sys; from nlbench.runlock import RunLock; RunLock(sys.argv[1]).acquire(); "
+        "print('held', flush=True); sys.stdin.read()")
+
+
+def _holder(path):
+    """A separate process that takes the lock on ``path`` and keeps it until killed."""
+    p = subprocess.Popen([sys.executable, "-c", HOLD, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         text=True, cwd=ROOT)
+    assert p.stdout.readline().strip() == "held"
+    return p
+
+
+def test_the_second_holder_is_refused_and_told_who_holds_it(tmp_path):
+    path = tmp_path / "a" / "seed0.lock"
+    first = RunLock(path).acquire()
+    with pytest.raises(RunBusy) as e:
+        RunLock(path).acquire()
+    assert f"pid {os.getpid()}" in str(e.value) and str(path) in str(e.value)
+    first.release()
+    assert not path.exists()
+    with RunLock(path):   # free again once released
+        assert path.exists()
+    assert not path.exists()
+
+
+def test_a_lock_file_left_by_a_killed_process_does_not_block(tmp_path):
+    path = tmp_path / "seed0.lock"
+    p = _holder(path)
+    with pytest.raises(RunBusy, match=f"pid {p.pid}"):
+        RunLock(path).acquire()
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert path.exists(), "kill -9 leaves the file behind"
+    with RunLock(path):   # ... but not the lock
+        pass
+    assert not path.exists()
+
+
+def test_a_run_whose_cell_is_held_elsewhere_writes_nothing_and_a_later_run_finishes(tmp_results, cli):
+    from nlbench.config import compose
+    from nlbench.runner import build_spec
+
+    args = [*SMOKE, "threads=1", *tmp_results.overrides]
+    lock = build_spec(compose(args)).checkpoint_path.with_suffix(".lock")
+    p = _holder(lock)
+    try:
+        r = cli(["run", *args])
+        assert r.rc == 1 and r.out.startswith("busy:"), (r.out, r.err)
+        assert f"pid {p.pid}" in r.out and "left alone" in r.out
+        assert not tmp_results.records() and tmp_results.checkpoint_files() == [lock]
+
+        r = cli(["run", "-m", *args, "seed=0,1"])   # in a sweep: the held member is left, the other runs
+        assert r.rc == 1 and "1 member(s) were running in another process" in r.err, r.err
+        assert "skipped-busy" in r.out and len(tmp_results.records()) == 1
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    r = cli(["run", "-m", *args, "seed=0,1"])   # the holder died: its stale file blocks nothing
+    assert r.rc == 0, r.err
+    assert len(tmp_results.records()) == 2 and not list(tmp_results.checkpoints.rglob("*"))
