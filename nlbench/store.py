@@ -61,6 +61,10 @@ def atomic_write_json(path: str | Path, obj) -> None:
     obj = sanitize(obj)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        if hasattr(os, "fchmod"):   # mkstemp makes 0600; a record is as readable as any file the user writes
+            mask = os.umask(0o022)   # os.umask can only be read by setting it: put it straight back
+            os.umask(mask)
+            os.fchmod(fd, 0o666 & ~mask)
         with os.fdopen(fd, "w") as f:
             json.dump(obj, f, indent=1, sort_keys=False, allow_nan=False)
             f.flush()

@@ -3,6 +3,7 @@ record file itself is strict JSON with its summary first."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -103,3 +104,18 @@ def test_sanitize_turns_non_finite_floats_into_null_everywhere():
     assert sanitize(obj) == {"a": None, "b": [1.0, None, {"c": None}], "d": [None, 2], "e": 1.5, "f": 3,
                              "g": True, "h": "NaN"}
     json.dumps(sanitize(obj), allow_nan=False)
+
+
+@pytest.mark.skipif(not hasattr(os, "fchmod"), reason="POSIX file modes only")
+@pytest.mark.parametrize("mask", [0o022, 0o027])
+def test_a_record_is_as_readable_as_any_file_the_user_writes(tmp_path, mask):
+    from nlbench.store import atomic_write_json
+
+    old = os.umask(mask)
+    try:
+        atomic_write_json(tmp_path / "r.json", {"a": 1})
+        (tmp_path / "plain.txt").write_text("x")
+    finally:
+        os.umask(old)
+    mode = (tmp_path / "r.json").stat().st_mode & 0o777
+    assert mode == (tmp_path / "plain.txt").stat().st_mode & 0o777 == 0o666 & ~mask
