@@ -110,6 +110,10 @@ def flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
+#: per-epoch diagnostics whose last-epoch value is a column of its own
+LAST_EPOCH_COLUMNS = ("sel_precision", "sel_recall", "memorized", "det_auroc")
+
+
 def record_row(rec: dict, path: str | Path) -> dict:
     """One record as one flat table row (see :func:`load_records` for the columns)."""
     fin = rec.get("final", {}) or {}
@@ -117,6 +121,7 @@ def record_row(rec: dict, path: str | Path) -> dict:
     eff = rec.get("effective", {}) or {}
     git = rec.get("git") or {}
     wall = rec.get("wall_s")
+    last = (rec.get("history") or [{}])[-1] or {}
     row = {
         "method": rec.get("method"), "dataset": rec.get("dataset"), "noise": noise.get("name"),
         "noise_kind": noise.get("kind"), "nominal_rate": noise.get("nominal_rate"),
@@ -126,6 +131,11 @@ def record_row(rec: dict, path: str | Path) -> dict:
         "message": rec.get("message") or None,
         "acc_last": fin.get("acc_last"), "acc_best": fin.get("acc_best"),
         "acc_last10": fin.get("acc_last10"), "top5_last": fin.get("top5_last"),
+        "val_last": fin.get("last_val_top1"), "test_at_best_val": fin.get("test_at_best_val"),
+        "collapsed": fin.get("collapsed"),
+        # the last epoch's diagnostics, where the run recorded them (selection: the method's labelled /
+        # kept set; memorized: diagnose_train; det_auroc: the method's verdict against the truth)
+        **{k: last.get(k) for k in LAST_EPOCH_COLUMNS},
         "epochs_done": len(rec.get("history") or []),
         "wall_s": wall, "minutes": None if wall is None else wall / 60, "config_hash": rec.get("config_hash"),
         "git_commit": git.get("commit"), "git_dirty": git.get("dirty"), "finished_at": rec.get("finished_at"),
@@ -148,8 +158,9 @@ def load_records(results_dir: str | Path = "results", *, with_history: bool = Fa
     """All records under ``results_dir`` as a DataFrame, one row per run, ready for ``groupby``.
 
     Columns: method, dataset, noise, noise_kind, nominal_rate, actual_rate, seed, noise_seed, scale,
-    backbone, epochs, status, message, acc_last, acc_best, acc_last10, top5_last, epochs_done, wall_s,
-    minutes, config_hash, git_commit, git_dirty, finished_at, path; then every resolved setting as a
+    backbone, epochs, status, message, acc_last, acc_best, acc_last10, top5_last, val_last (the noisy
+    validation split's last-epoch top-1), test_at_best_val, collapsed, the last epoch's sel_precision,
+    sel_recall, memorized and det_auroc (where recorded), epochs_done, wall_s, minutes, config_hash, git_commit, git_dirty, finished_at, path; then every resolved setting as a
     dotted column: ``method.<param>`` (nested ones as ``method.base_params.q``), ``train.<key>``
     (``train.lr``, ``train.epochs``, ... lists as tuples), ``backbone.<option>``, ``dataset.<option>``,
     ``augment.<key>``, ``noise.<option>``, subset_per_class, and the data provenance ``data.<key>``
