@@ -73,7 +73,7 @@ def test_methods_and_cleanlab_as_detectors(beyond):
 
 def test_estimated_rate_against_truth_and_told(beyond):
     out, recs = beyond
-    (row,) = _rows(out / "noise_rate.csv")
+    row, ref = _rows(out / "noise_rate.csv")
     est = recs["coteaching_est"]
     assert float(row["estimate"]) == pytest.approx(est["history"][-1]["forget_rate_est"], abs=1e-4)
     assert float(row["true_rate"]) == pytest.approx(est["noise"]["actual_rate"], abs=1e-4)
@@ -81,6 +81,13 @@ def test_estimated_rate_against_truth_and_told(beyond):
                                                     abs=1e-4)
     assert float(row["acc_told"]) == pytest.approx(recs["coteaching"]["final"]["acc_last"], abs=1e-3)
     assert float(row["error"]) == pytest.approx(float(row["estimate"]) - float(row["true_rate"]), abs=1e-4)
+    # confident learning's estimate, from the detector record, beside it
+    det = next(p for p in recs.values() if p["method"] == "cleanlab_cv")["final"]
+    assert ref["method"] == "cleanlab_cv" and "cleanlab_cv" in ref["records"]
+    assert float(ref["estimate"]) == pytest.approx(det["noise_rate_est"], abs=1e-4)
+    assert float(ref["true_rate"]) == pytest.approx(est["noise"]["actual_rate"], abs=1e-4)
+    assert float(ref["error"]) == pytest.approx(det["noise_rate_est"] - det["noise_rate_true"], abs=1e-4)
+    assert "cleanlab, 2-fold out-of-sample (seed 0)" in (out / "noise_rate.md").read_text()
 
 
 def test_collapsed_runs_are_counted_and_chance_cells_never_bold(tmp_path):

@@ -152,11 +152,13 @@ def detector_section(runs: list[Run], detectors: list[dict], w: Writer) -> list[
 
 
 # ------------------------------------------------------------------------ the noise rate when nobody tells you
-def rate_section(runs: list[Run], w: Writer) -> list[Section]:
+def rate_section(runs: list[Run], w: Writer, detectors: list[dict] | None = None) -> list[Section]:
     """Runs with ``forget_rate: estimate``: the rate they estimated against the true one, and their accuracy
-    against the same method told the rate (``forget_rate: auto``) on the same setting and seeds."""
+    against the same method told the rate (``forget_rate: auto``) on the same setting and seeds; beside
+    them, confident learning's estimate from the reference detector records (``nlbench detect``)."""
     est = [r for r in runs if r.ok and r.param("forget_rate") == "estimate" and _last(r, "forget_rate_est") is not None]
-    if not est:
+    refs = [d for d in detectors or [] if (d.get("final") or {}).get("noise_rate_est") is not None]
+    if not est and not refs:
         return []
     told = defaultdict(list)
     for r in runs:
@@ -182,12 +184,24 @@ def rate_section(runs: list[Run], w: Writer) -> list[Section]:
                      "—" if acc_t.mean is None else f"{acc_e.mean - acc_t.mean:+.2f}", f"{len(rs)} / {len(t)}"])
         csv_rows.append([ds, scale, noise, m, _mean(truth), _mean(e), _mean(err), told_rate, acc_t.mean, acc_e.mean,
                          len(rs), len(t), " ".join(r.path for r in rs + t)])
+    for d in sorted(refs, key=lambda d: (d["dataset"], d["scale"], d["noise"]["name"], d["seed"])):
+        f = d["final"]
+        setting = f"{DATASET_NAMES.get(d['dataset'], d['dataset'])} {d['noise']['name']} ({d['scale']})"
+        err = (None if f.get("noise_rate_true") is None else f["noise_rate_est"] - f["noise_rate_true"])
+        rows.append([setting, f"cleanlab, {f.get('folds')}-fold out-of-sample (seed {d['seed']})",
+                     _ms([f.get("noise_rate_true")], 3), f"{f['noise_rate_est']:.3f}", _ms([err], 3),
+                     "—", "—", "—", "—", "1 / —"])
+        csv_rows.append([d["dataset"], d["scale"], d["noise"]["name"], "cleanlab_cv", f.get("noise_rate_true"),
+                         f["noise_rate_est"], err, None, None, None, 1, 0, d["_path"]])
     md = ("`forget_rate: estimate`: the noise rate estimated from the networks and the noisy labels after the "
           "warm-up (never from the true labels), against the true rate of the training set, and the last-epoch "
           "accuracy it gave against the same method told the config's expected rate (`forget_rate: auto`, same "
-          "seeds). Error = estimate - truth.\n\n"
+          "seeds). Error = estimate - truth; estimated - told in accuracy points (negative: estimating cost "
+          "accuracy). cleanlab rows: confident learning's estimate (the off-diagonal mass of its joint) on "
+          "K-fold out-of-sample probabilities of cross entropy (`python -m nlbench detect`), a reference "
+          "that trains nothing else.\n\n"
           + md_table(["Setting", "Method", "true rate", "estimate", "error", "told rate", "acc. told",
-                      "acc. estimated", "cost of estimating", "runs est. / told"], rows))
+                      "acc. estimated", "estimated - told", "runs est. / told"], rows))
     w.result.tables["noise_rate.md"] = md
     w.text("noise_rate.md", md)
     w.text("noise_rate.csv", csv_text(["dataset", "scale", "noise", "method", "true_rate", "estimate", "error",

@@ -57,8 +57,9 @@ def report(results_dir: str | Path, out: str | Path = "plots", *, scales: list[s
     other_sections = summary_sections(others, w)
     from .analysis import detector_section, networks_section, rate_section
 
-    beyond = (networks_section(runs, w) + detector_section(runs, load_detectors(results_dir), w)
-              + rate_section(runs, w))
+    detectors = load_detectors(results_dir)
+    beyond = (networks_section(runs, w) + detector_section(runs, detectors, w)
+              + rate_section(runs, w, detectors))
     if figures:
         dyn_sections = dynamics_sections(runs, w)
     w.text("REPORT.md", _report_md(results_dir, res, runs, paper_sections, other_sections, dyn_sections, beyond))
