@@ -162,7 +162,10 @@ def test_yaml_resolves_the_official_table_per_dataset_and_noise(method, cls):
         ("cifar10", "sym0.8"): (25, 0.5, 10, False, 1), ("cifar10", "sym0.9"): (50, 0.6, 10, False, 5),
         ("cifar10", "asym0.4"): (0, 0.5, 10, True, 1), ("cifar100", "sym0.2"): (25, 0.5, 30, False, 1),
         ("cifar100", "sym0.5"): (150, 0.5, 30, False, 1), ("cifar100", "sym0.9"): (150, 0.6, 30, False, 5),
-        ("clothing1m", "real"): (0, 0.5, 1, True, 1), ("webvision", "real"): (0, 0.5, 1, False, 1)}
+        ("clothing1m", "real"): (0, 0.5, 1, True, 1), ("webvision", "real"): (0, 0.5, 1, False, 1),
+        # clean: the nearest listed level (sym 20%); digits has no entry of its own
+        ("cifar10", "clean"): (0, 0.5, 10, False, 1), ("cifar100", "clean"): (25, 0.5, 30, False, 1),
+        ("digits", "clean"): (0, 0.5, 10, False, 1), ("digits", "sym0.2"): (25, 0.5, 10, False, 1)}
     for (ds, noise), (lu, tau, warm, pen, hist) in want.items():
         p = resolve_method_params(mcfg, ds, noise)
         assert (p["lambda_u"], p["p_threshold"], p["warmup_epochs"], p["conf_penalty"], p["loss_history"]) == \
