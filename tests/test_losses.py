@@ -97,3 +97,17 @@ def test_sl_rce_value():
 def test_bad_loss_params_raise_config_error(name, kw):
     with pytest.raises(ConfigError):
         build_loss(name, **kw)
+
+
+def test_sl_takes_the_papers_values_per_dataset():
+    """SL's alpha/beta per dataset (Wang et al. 2019, Sec. 5.1): CIFAR-10 0.1/1.0, CIFAR-100 6.0/0.1, and
+    MNIST's 0.01/1.0 for digits (handwritten digits; CIFAR-10's alpha cost it 12 points at sym0.4)."""
+    from omegaconf import OmegaConf
+
+    from nlbench.config import compose
+    from nlbench.runner import resolve_method_params
+
+    mcfg = OmegaConf.to_container(compose(["method=sl"]).method)
+    got = {ds: (p["alpha"], p["beta"]) for ds in ("cifar10", "cifar100", "digits")
+           for p in [resolve_method_params(mcfg, ds, "sym0.4")]}
+    assert got == {"cifar10": (0.1, 1.0), "cifar100": (6.0, 0.1), "digits": (0.01, 1.0)}
