@@ -12,7 +12,7 @@
   ``report --help``); never trains.
 - ``export <record.json> [--format csv|parquet] [--epoch N] [--out F]``: a run's per-sample table
   (``save_samples=true``: index, given / true label, the method's verdict, loss, prediction).
-- ``detect key=value ... [folds=K]``: the reference detectors of mislabeled samples (cleanlab's
+- ``detect key=value ... [folds=K] [stop=last|heldout]``: the reference detectors of mislabeled samples (cleanlab's
   confident learning and the CE loss on K-fold out-of-sample probabilities), written as a record.
 
 Bad input (unknown name, rate out of range, missing data, an unwritable results_dir) prints one line
@@ -175,10 +175,12 @@ epochs): one row per training sample with its index, dataset index, given and tr
 method's verdict (clean_prob, verdict_label, verdict_prob), loss and prediction. Default format:
 parquet when pyarrow is installed, else CSV; default file: beside the record."""
 
-DETECT_HELP = """usage: python -m nlbench detect [key=value ...] [folds=K]
+DETECT_HELP = """usage: python -m nlbench detect [key=value ...] [folds=K] [stop=last|heldout]
 
 The reference detectors of mislabeled samples for one (dataset, noise, scale, seed): cross entropy
-trained K times (default 4) on K-1 folds with the run's protocol gives out-of-sample probabilities;
+trained K times (default 4) on K-1 folds with the run's protocol gives out-of-sample probabilities
+(stop=heldout, the default: each fold's network at the evaluated epoch with the best accuracy on the
+held-out fold's noisy labels; stop=last: at its last epoch);
 cleanlab's find_label_issues and the CE loss score them against the true labels. Writes
 <results_dir>/<dataset>/<noise>/cleanlab_cv/seed<k>-<hash>.json and its per-sample table. Needs
 cleanlab (pip install cleanlab). Example:
@@ -210,13 +212,15 @@ def cmd_detect(args: list[str]) -> int:
         print(DETECT_HELP)
         return 0
     folds = [a for a in args if a.startswith("folds=")]
-    overrides = [a for a in args if not a.startswith("folds=") and not a.startswith("method=")]
+    stops = [a for a in args if a.startswith("stop=")]
+    overrides = [a for a in args if not a.startswith(("folds=", "stop=", "method="))]
     from .detect import detect
     from .registry import as_int
     from .runner import build_spec
 
     k = as_int("folds", folds[-1].partition("=")[2]) if folds else 4
     rec = detect(build_spec(compose(["method=ce", *overrides])), folds=k,
+                 stop=stops[-1].partition("=")[2] if stops else "heldout",
                  log=lambda s: print(s, file=sys.stderr, flush=True))
     print(rec["_path"])
     return 0

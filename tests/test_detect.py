@@ -53,3 +53,36 @@ def test_detect_command_line(tmp_path):
     assert path.parent.name == "cleanlab_cv" and read_json(path)["final"]["folds"] == 2
     r = run_cli(["detect", "dataset=digits", "folds=1"], res)
     r.assert_bad_input(["folds=1", ">= 2"])
+    r = run_cli(["detect", "dataset=digits", "stop=best"], res)
+    r.assert_bad_input(["stop='best'", "last, heldout"])
+
+
+def test_heldout_stop_takes_each_fold_at_its_best_noisy_heldout_epoch(tmp_path):
+    """stop=heldout (the default) keeps, per fold, the probabilities of the first epoch with the highest
+    accuracy on the held-out fold's noisy labels; the record says which epoch and keeps every fold's curve.
+    stop=last is a record of its own, and its probabilities are those of the last epoch."""
+    from nlbench.config import compose
+    from nlbench.detect import detect
+    from nlbench.runner import build_spec
+    from nlbench.samples import read_samples, samples_path
+
+    cfg = compose(["method=ce", "dataset=digits", "noise=sym0.6", "device=cpu", "train.epochs=12",
+                   "progress=false", f"results_dir={tmp_path}"])
+    held = detect(build_spec(cfg), folds=2, log=lambda s: None)
+    last = detect(build_spec(cfg), folds=2, stop="last", log=lambda s: None)
+    assert held["_path"] != last["_path"] and held["final"]["stop"] == "heldout" and last["final"]["stop"] == "last"
+    assert last["final"]["stop_epochs"] == [12, 12] and last["history"] == []
+    for k, at in enumerate(held["final"]["stop_epochs"]):
+        curve = [(h["epoch"], h["heldout_noisy_top1"]) for h in held["history"] if h["fold"] == k]
+        assert [e for e, _ in curve] == list(range(1, 13))          # digits evaluates every epoch
+        best = max(a for _, a in curve)
+        assert at == next(e for e, a in curve if a == best)
+    # the kept probabilities reproduce the chosen epoch's held-out accuracy on the noisy labels
+    from nlbench.detect import kfold
+
+    t = read_samples(samples_path(held["_path"]))[12]
+    fold = kfold(t["given"], 2, 0)
+    for k in range(2):
+        acc = 100.0 * (t["pred"][fold == k] == t["given"][fold == k]).mean()
+        want = max(h["heldout_noisy_top1"] for h in held["history"] if h["fold"] == k)
+        assert acc == pytest.approx(want, abs=1e-4)

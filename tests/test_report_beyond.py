@@ -87,7 +87,8 @@ def test_estimated_rate_against_truth_and_told(beyond):
     assert float(ref["estimate"]) == pytest.approx(det["noise_rate_est"], abs=1e-4)
     assert float(ref["true_rate"]) == pytest.approx(est["noise"]["actual_rate"], abs=1e-4)
     assert float(ref["error"]) == pytest.approx(det["noise_rate_est"] - det["noise_rate_true"], abs=1e-4)
-    assert "cleanlab, 2-fold out-of-sample (seed 0)" in (out / "noise_rate.md").read_text()
+    assert ("cleanlab, 2-fold out-of-sample, each fold early-stopped on its held-out noisy labels (seed 0)"
+            in (out / "noise_rate.md").read_text())
 
 
 def test_collapsed_runs_are_counted_and_chance_cells_never_bold(tmp_path):

@@ -105,6 +105,12 @@ def networks_section(runs: list[Run], w: Writer) -> list[Section]:
 
 
 # ------------------------------------------------------------------------ mislabeled-sample detection
+def _cleanlab_label(d: dict) -> str:
+    f = d.get("final") or {}
+    stop = ", each fold early-stopped on its held-out noisy labels" if f.get("stop") == "heldout" else ""
+    return f"cleanlab, {f.get('folds')}-fold out-of-sample{stop} (seed {d['seed']})"
+
+
 def detector_section(runs: list[Run], detectors: list[dict], w: Writer) -> list[Section]:
     """Every method with a verdict (``det_*`` in its history) as a detector of mislabeled samples at the
     last epoch, and the best epoch by AUROC, beside the CE-loss reference (``det_loss_auroc`` of the same
@@ -129,10 +135,11 @@ def detector_section(runs: list[Run], detectors: list[dict], w: Writer) -> list[
     for d in sorted(detectors, key=lambda d: (d["dataset"], d["scale"], d["noise"]["name"], d["seed"])):
         f = d.get("final") or {}
         setting = f"{DATASET_NAMES.get(d['dataset'], d['dataset'])} {d['noise']['name']} ({d['scale']})"
-        rows.append([setting, f"cleanlab, {f.get('folds')}-fold out-of-sample (seed {d['seed']})",
+        rows.append([setting, _cleanlab_label(d),
                      f"{f['det_precision']:.3f}", f"{f['det_recall']:.3f}", f"{f['det_auroc']:.3f}", "—",
                      f"{f['det_loss_auroc']:.3f}", "1"])
-        csv_rows.append([d["dataset"], d["scale"], "", d["noise"]["name"], "cleanlab_cv", f"folds={f.get('folds')}",
+        variant = f"folds={f.get('folds')}" + (" stop=heldout" if f.get("stop") == "heldout" else "")
+        csv_rows.append([d["dataset"], d["scale"], "", d["noise"]["name"], "cleanlab_cv", variant,
                          f["det_precision"], f["det_recall"], f["det_auroc"], None, f["det_loss_auroc"], 1, d["_path"]])
     md = ("Each method's own verdict on the given labels (Method.verdict: DivideMix / GSS-SSL the GMM clean "
           "probability, Co-teaching / JoCoR the small-loss selection, GSS the pool's probability of the given "
@@ -188,7 +195,7 @@ def rate_section(runs: list[Run], w: Writer, detectors: list[dict] | None = None
         f = d["final"]
         setting = f"{DATASET_NAMES.get(d['dataset'], d['dataset'])} {d['noise']['name']} ({d['scale']})"
         err = (None if f.get("noise_rate_true") is None else f["noise_rate_est"] - f["noise_rate_true"])
-        rows.append([setting, f"cleanlab, {f.get('folds')}-fold out-of-sample (seed {d['seed']})",
+        rows.append([setting, _cleanlab_label(d),
                      _ms([f.get("noise_rate_true")], 3), f"{f['noise_rate_est']:.3f}", _ms([err], 3),
                      "—", "—", "—", "—", "1 / —"])
         csv_rows.append([d["dataset"], d["scale"], d["noise"]["name"], "cleanlab_cv", f.get("noise_rate_true"),
