@@ -77,3 +77,24 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def holder(path: str | Path) -> str | None:
+    """Who holds the lock at ``path`` ("pid N on host"), or None when nobody does (no file, a file left by a
+    killed process, or no ``fcntl``). Reads only: it never creates the file, and a lock it takes to look is
+    dropped at once."""
+    if fcntl is None:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "pid unknown"
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)

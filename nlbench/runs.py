@@ -1,4 +1,5 @@
-"""``python -m nlbench runs [key=value ...] [--columns a,b,c] [--csv]``: the records as a table.
+"""``python -m nlbench runs [key=value ...] [--columns a,b,c] [--csv]``: the records as a table
+(``runs --unfinished``: the runs in progress).
 
 Reads every record under ``results_dir`` (``results_dir=PATH``, else ``$NLBENCH_RESULTS_DIR``, else
 ``results``) through :func:`nlbench.store.load_records` and prints one row per run.
@@ -10,6 +11,11 @@ Reads every record under ``results_dir`` (``results_dir=PATH``, else ``$NLBENCH_
   values among the rows shown that have it, so a sweep shows the values it swept.
   ``--columns all`` prints every column.
 - ``--csv`` prints CSV instead of an aligned table.
+- ``--unfinished`` lists the runs that started and have not finished, from their checkpoints under
+  ``checkpoint_dir`` (``checkpoint_dir=PATH``, else ``$NLBENCH_CHECKPOINT_DIR``, else ``checkpoints``):
+  ``running (pid N on host)`` while a process holds the run, ``resumable`` when none does (killed or
+  stopped: the same command resumes it), with the epochs done, the last evaluated test / validation
+  top-1, training minutes and minutes since the last checkpoint.
 
 An unknown column (in a filter or in ``--columns``) is an error that lists the valid columns.
 """
@@ -18,6 +24,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+from pathlib import Path
 
 from .registry import ConfigError
 
@@ -85,6 +92,37 @@ def format_table(df, columns: list[str]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
+def unfinished_runs(checkpoint_dir: str | Path) -> list[dict]:
+    """The runs with a checkpoint under ``checkpoint_dir``: started and not finished (a finished run
+    removes its checkpoint). Each: its cell (``<dataset>/<noise>/<method>/seed<k>-<hash>``), ``running``
+    (the lock's holder) or ``resumable`` (nobody holds it: killed or stopped; the same command resumes it),
+    the epochs done, the last evaluated test / validation top-1, training minutes, minutes since the last
+    checkpoint."""
+    import time
+
+    import torch
+
+    from .runlock import holder
+
+    rows = []
+    root = Path(checkpoint_dir)
+    for p in sorted(root.rglob("*.pt")) if root.is_dir() else []:
+        try:
+            ck = torch.load(p, map_location="cpu", weights_only=False)
+        except Exception as e:   # a checkpoint being replaced this instant, or a foreign file
+            rows.append({"cell": p.relative_to(root).with_suffix("").as_posix(), "state": f"unreadable ({type(e).__name__})"})
+            continue
+        hist = ck.get("history") or []
+        last = {k: v for h in hist for k, v in h.items() if k in ("test_top1", "val_top1") and v is not None}
+        who = holder(p.with_suffix(".lock"))
+        rows.append({"cell": p.relative_to(root).with_suffix("").as_posix(),
+                     "state": f"running ({who})" if who else "resumable", "epoch": ck.get("epoch_done"),
+                     "test_top1": last.get("test_top1"), "val_top1": last.get("val_top1"),
+                     "minutes": round((ck.get("wall_s") or 0.0) / 60, 1),
+                     "idle_min": round((time.time() - p.stat().st_mtime) / 60, 1)})
+    return rows
+
+
 def cmd_runs(args: list[str]) -> int:
     import warnings
 
@@ -92,6 +130,25 @@ def cmd_runs(args: list[str]) -> int:
 
     if any(a in ("-h", "--help") for a in args):
         print(__doc__)
+        return 0
+    if "--unfinished" in args:
+        rest = [a for a in args if a != "--unfinished"]
+        ck = os.environ.get("NLBENCH_CHECKPOINT_DIR", "checkpoints")
+        for a in rest:
+            if a.startswith("checkpoint_dir="):
+                ck = a.partition("=")[2]
+            else:
+                raise ConfigError(f"unknown argument {a!r} for runs --unfinished; valid: checkpoint_dir=PATH")
+        import pandas as pd
+
+        rows = unfinished_runs(ck)
+        if not rows:
+            print(f"no unfinished runs under {ck}", file=sys.stderr)
+            return 0
+        df = pd.DataFrame(rows)
+        print(format_table(df, [c for c in ("cell", "state", "epoch", "test_top1", "val_top1", "minutes", "idle_min")
+                                if c in df.columns]))
+        print(f"{len(df)} unfinished run(s) under {ck}", file=sys.stderr)
         return 0
     results_dir = os.environ.get("NLBENCH_RESULTS_DIR", "results")
     columns, as_csv, filters = None, False, {}

@@ -75,3 +75,34 @@ def test_a_run_whose_cell_is_held_elsewhere_writes_nothing_and_a_later_run_finis
     r = cli(["run", "-m", *args, "seed=0,1"])   # the holder died: its stale file blocks nothing
     assert r.rc == 0, r.err
     assert len(tmp_results.records()) == 2 and not list(tmp_results.checkpoints.rglob("*"))
+
+
+def test_runs_unfinished_lists_resumable_and_running_cells(tmp_results, cli):
+    """A run stopped after epoch 1 of 2 shows as resumable with its epoch; while another process holds its
+    lock it shows as running with that process; once it finishes it is gone from the list."""
+    from nlbench.config import compose
+    from nlbench.runner import build_spec
+
+    args = [*SMOKE, "threads=1", *tmp_results.overrides]
+    r = cli(["run", *args, "interrupt_after=1"])   # stops as if killed after epoch 1, checkpoint kept
+    assert r.out.startswith("interrupted:"), (r.out, r.err)
+    spec = build_spec(compose(args))
+    cell = spec.checkpoint_path.relative_to(tmp_results.checkpoints).with_suffix("").as_posix()
+    ck = [f"checkpoint_dir={tmp_results.checkpoints}"]
+    r = cli(["runs", "--unfinished", *ck])
+    assert r.rc == 0 and cell in r.out, (r.out, r.err)
+    row = next(line for line in r.out.splitlines() if cell in line).split()
+    assert row[1] == "resumable" and row[2] == "1"
+    assert not spec.checkpoint_path.with_suffix(".lock").exists(), "looking at a lock never creates one"
+    p = _holder(spec.checkpoint_path.with_suffix(".lock"))
+    try:
+        r = cli(["runs", "--unfinished", *ck])
+        assert f"running (pid {p.pid}" in r.out, r.out
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    assert cli(["run", *args]).rc == 0
+    r = cli(["runs", "--unfinished", *ck])
+    assert r.rc == 0 and cell not in r.out and "no unfinished runs" in r.err
+    r = cli(["runs", "--unfinished", "--csv"])
+    r.assert_bad_input(["'--csv'", "checkpoint_dir=PATH"])
