@@ -73,7 +73,7 @@ class _BestHeldout:
 
     def epoch(self, row: dict) -> None:
         e = int(row["epoch"])
-        if not (e % self.cfg.eval_every == 0 or e == self.cfg.epochs):
+        if not self.cfg.evaluates(e - 1):   # the trainer's own schedule (rows count epochs from 1)
             return
         was = self.net.training
         self.net.eval()
