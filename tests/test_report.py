@@ -118,6 +118,16 @@ def test_figures_plot_the_right_runs(golden):
             assert (golden[0] / "plots" / f"{stem}.{ext}").stat().st_size > 1000
 
 
+def test_regenerating_a_figure_rewrites_the_same_bytes(golden, tmp_path):
+    """No creation date inside a PDF (or PNG): the same records give the same files, so a regenerated
+    plots/ shows no spurious change."""
+    base = golden[0]
+    rp.report(base / "results", tmp_path, figures=True)
+    for stem in ("fig1_cpu_nonofficial", "fig4_cpu_nonofficial"):
+        for ext in ("png", "pdf"):
+            assert (tmp_path / f"{stem}.{ext}").read_bytes() == (base / "plots" / f"{stem}.{ext}").read_bytes()
+
+
 def test_missing_listing_commands_make_exactly_the_missing_runs(golden):
     base, res = golden
     report_md = (base / "plots" / "REPORT.md").read_text()

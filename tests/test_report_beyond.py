@@ -24,7 +24,8 @@ def beyond(tmp_path_factory):
     args = [a for a in SMOKE if not a.startswith("method=")] + ["dataset=digits", "noise=sym0.4", "train.epochs=6",
                                                                 "diagnose_train=true"]
     for extra in (["method=gss_db"], ["method=gss_sb"], ["method=coteaching"],
-                  ["method=coteaching", "method.params.forget_rate=estimate", "method.params.estimate_epoch=3"]):
+                  ["method=coteaching", "method.params.forget_rate=estimate", "method.params.estimate_epoch=3"],
+                  ["method=ce", "val_fraction=0.2"]):
         r = run_cli(["run", *args, *extra], res)
         assert r.rc == 0, r.err
     r = run_cli(["detect", "dataset=digits", "noise=sym0.4", "device=cpu", "train.epochs=3", "folds=2"], res)
@@ -35,7 +36,7 @@ def beyond(tmp_path_factory):
     recs = {}
     for p in res.records():
         rec = json.loads(p.read_text())
-        key = rec["method"] + ("_est" if (rec.get("effective") or {}).get("method_params", {}).get("forget_rate")
+        key = rec["method"] + ("_val" if (rec.get("effective") or {}).get("val_fraction") else "") + ("_est" if (rec.get("effective") or {}).get("method_params", {}).get("forget_rate")
                                == "estimate" else "")
         recs[key] = rec
     return out, recs
@@ -54,6 +55,24 @@ def test_networks_beside_the_ensemble_and_gss_db_vs_gss_sb_both_ways(beyond):
     assert f"GSS-DB's ensemble {db['test_top1_ensemble']:.2f} vs GSS-SB {sb:.2f}" in md
     assert f"GSS-DB's single networks {single:.2f} vs GSS-SB ({single - sb:+.2f})" in md
     assert "networks.md" in (out / "REPORT.md").read_text()
+
+
+def test_noisy_validation_table_reads_each_number_from_its_record(beyond):
+    out, recs = beyond
+    rows = _rows(out / "validation.csv")
+    assert [r["method"] for r in rows] == ["ce"]   # only the run that held out a validation split
+    row, rec = rows[0], recs["ce_val"]
+    fin, last = rec["final"], rec["history"][-1]
+    assert float(row["val_last"]) == pytest.approx(fin["last_val_top1"], abs=1e-4)
+    assert float(row["test_at_best_val"]) == pytest.approx(fin["test_at_best_val"], abs=1e-4)
+    # the test accuracy at the epoch whose noisy validation accuracy peaked (first such epoch)
+    vals = [(h["val_top1"], -i, h["test_top1"]) for i, h in enumerate(rec["history"]) if "val_top1" in h]
+    assert fin["test_at_best_val"] == pytest.approx(max(vals)[2], abs=1e-4)
+    assert float(row["last"]) == pytest.approx(fin["acc_last"], abs=1e-4)
+    assert float(row["memorized"]) == pytest.approx(last["memorized"], abs=1e-4)
+    assert float(row["minutes"]) == pytest.approx(rec["wall_s"] / 60, abs=1e-4)
+    assert row["n"] == "1" and row["n_collapsed"] == "0" and row["records"].endswith(".json")
+    assert "validation.md" in (out / "REPORT.md").read_text()
 
 
 def test_methods_and_cleanlab_as_detectors(beyond):

@@ -9,7 +9,10 @@ and never parses logs. What it writes under ``out``:
 - ``fig1_*``, ``fig3_*``, ``fig4_*`` (PNG and PDF): Figures 1, 3 and 4.
 - ``summary_<dataset>_<scale>.{md,csv}``: every run that fits no paper table or figure.
 - ``dynamics/``: per setting, test accuracy, memorisation, selection and GSS-pool curves over epochs.
-- ``networks.*``, ``detection.*``, ``noise_rate.*``: beyond the paper (when runs have the numbers).
+- ``networks.*``, ``detection.*``, ``noise_rate.*``, ``validation.*``: beyond the paper (when runs have
+  the numbers); ``validation`` is every run with a noisy validation split, per cell: last / best test,
+  noisy validation and the test accuracy at its best epoch, selection precision / recall, memorised
+  share, minutes and collapsed runs.
 - ``REPORT.md``: all of it on one page, with the runs still missing and the commands that make them.
 
 Which records form a paper cell is decided by config, not by name: the experiment file behind a table
@@ -27,7 +30,8 @@ One module per step; each imports only the ones above it in this list:
 - ``output``: the files, REPORT.md sections and result object every step writes into, missing-run lists;
 - ``tables``: Tables 3 and 4 and the summary tables; ``figures``: Figures 1, 3, 4 and the dynamics;
   ``analysis``: beyond the paper (each network beside its ensemble, methods scored as detectors of
-  mislabeled samples beside cleanlab, the estimated noise rate against the truth);
+  mislabeled samples beside cleanlab, the estimated noise rate against the truth, what a user without
+  clean labels sees on a noisy validation split);
 - ``page``: :func:`report` over all the steps, ``REPORT.md``, and the command line (:func:`main`).
 """
 from .cells import Cell, Expected, Index, comparable, config_diff, config_matches, expected_runs, split_versions

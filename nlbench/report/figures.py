@@ -111,7 +111,8 @@ def _save(fig, theme, stem: Path, formats=("png", "pdf")) -> None:
     stem.parent.mkdir(parents=True, exist_ok=True)
     with mpl.rc_context(theme):
         for fmt in formats:
-            fig.savefig(f"{stem}.{fmt}", dpi=150)
+            # no creation date in a PDF: regenerating the report from the same records rewrites the same bytes
+            fig.savefig(f"{stem}.{fmt}", dpi=150, metadata={"CreationDate": None} if fmt == "pdf" else None)
 
 
 def _palette(n: int):

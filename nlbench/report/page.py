@@ -55,11 +55,11 @@ def report(results_dir: str | Path, out: str | Path = "plots", *, scales: list[s
         paper_sections += figure_sections(index, scales, w, results_arg)
     others = [r for r in runs if r.path not in res.used]
     other_sections = summary_sections(others, w)
-    from .analysis import detector_section, networks_section, rate_section
+    from .analysis import detector_section, networks_section, rate_section, validation_section
 
     detectors = load_detectors(results_dir)
     beyond = (networks_section(runs, w) + detector_section(runs, detectors, w)
-              + rate_section(runs, w, detectors))
+              + rate_section(runs, w, detectors) + validation_section(runs, w))
     if figures:
         dyn_sections = dynamics_sections(runs, w)
     w.text("REPORT.md", _report_md(results_dir, res, runs, paper_sections, other_sections, dyn_sections, beyond))
@@ -92,7 +92,7 @@ def _report_md(results_dir: Path, res: ReportResult, runs: list[Run], paper_sect
     body = []
     for part, secs in (("Paper tables and figures", paper_sections),
                        ("Runs outside the paper's tables and figures", other_sections),
-                       ("Beyond the paper: networks, detection, noise rate", list(beyond)),
+                       ("Beyond the paper: networks, detection, noise rate, validation", list(beyond)),
                        ("Training dynamics (beyond the paper)", dyn_sections)):
         if not secs:
             continue
@@ -134,8 +134,9 @@ HELP = """Tables and figures from run records; never trains, never reads logs.
 Reads every run record (*.json) under --results-dir (default: $NLBENCH_RESULTS_DIR, else ./results) and
 the paper's published numbers shipped in nlbench/paper_data/. Writes under --out (default ./plots):
 table3_<scale>.{md,tex,csv}, table4_<scale>.{md,tex,csv} (ours beside the paper's), fig1/fig3/fig4_<scale>_<data>.{png,pdf},
-summary_<dataset>_<scale>.{md,csv} (every run outside the paper's tables), dynamics/*.png (curves over
-epochs), and REPORT.md (all of it on one page, with the runs still missing and the exact commands that
+summary_<dataset>_<scale>.{md,csv} (every run outside the paper's tables), networks/detection/noise_rate/
+validation.{md,csv} (beyond the paper: two-network runs, detectors, estimated noise rates, runs with a
+noisy validation split), dynamics/*.png (curves over epochs), and REPORT.md (all of it on one page, with the runs still missing and the exact commands that
 make them). Malformed records are skipped and named. Exit code 2 when there is no usable record."""
 
 
