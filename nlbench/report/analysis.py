@@ -107,8 +107,13 @@ def networks_section(runs: list[Run], w: Writer) -> list[Section]:
 # ------------------------------------------------------------------------ mislabeled-sample detection
 def _cleanlab_label(d: dict) -> str:
     f = d.get("final") or {}
-    stop = ", each fold early-stopped on its held-out noisy labels" if f.get("stop") == "heldout" else ""
+    stop = (", each fold early-stopped on its held-out noisy labels" if f.get("stop") == "heldout"
+            else ", each fold's last epoch")   # records from before the held-out stop ran to the last epoch
     return f"cleanlab, {f.get('folds')}-fold out-of-sample{stop} (seed {d['seed']})"
+
+
+def _detector_order(d: dict):
+    return (d["dataset"], d["scale"], d["noise"]["name"], d["seed"], (d.get("final") or {}).get("stop") == "heldout")
 
 
 def detector_section(runs: list[Run], detectors: list[dict], w: Writer) -> list[Section]:
@@ -132,7 +137,7 @@ def detector_section(runs: list[Run], detectors: list[dict], w: Writer) -> list[
         csv_rows.append([ds, scale, tag, noise, m, ", ".join(diff), _mean(prec), _mean(rec_), _mean(auc),
                          _mean(best_auc) if any(a is not None for a in auc) else None, _mean(loss_auc), len(rs),
                          " ".join(r.path for r in rs)])
-    for d in sorted(detectors, key=lambda d: (d["dataset"], d["scale"], d["noise"]["name"], d["seed"])):
+    for d in sorted(detectors, key=_detector_order):
         f = d.get("final") or {}
         setting = f"{DATASET_NAMES.get(d['dataset'], d['dataset'])} {d['noise']['name']} ({d['scale']})"
         rows.append([setting, _cleanlab_label(d),
@@ -191,7 +196,7 @@ def rate_section(runs: list[Run], w: Writer, detectors: list[dict] | None = None
                      "—" if acc_t.mean is None else f"{acc_e.mean - acc_t.mean:+.2f}", f"{len(rs)} / {len(t)}"])
         csv_rows.append([ds, scale, noise, m, _mean(truth), _mean(e), _mean(err), told_rate, acc_t.mean, acc_e.mean,
                          len(rs), len(t), " ".join(r.path for r in rs + t)])
-    for d in sorted(refs, key=lambda d: (d["dataset"], d["scale"], d["noise"]["name"], d["seed"])):
+    for d in sorted(refs, key=_detector_order):
         f = d["final"]
         setting = f"{DATASET_NAMES.get(d['dataset'], d['dataset'])} {d['noise']['name']} ({d['scale']})"
         err = (None if f.get("noise_rate_true") is None else f["noise_rate_est"] - f["noise_rate_true"])
