@@ -72,7 +72,8 @@ def cmd_run(args: list[str], *, dry: bool = False) -> int:
         return 0
     from . import sweep
     from .data import data_line
-    from .runner import build_spec, prepare
+    from .prepare import prepare
+    from .spec import build_spec
 
     multi = any(a in ("-m", "--multirun") for a in args)
     listing = "--dry-run" in args
@@ -216,7 +217,7 @@ def cmd_detect(args: list[str]) -> int:
     overrides = [a for a in args if not a.startswith(("folds=", "stop=", "method="))]
     from .detect import detect
     from .registry import as_int
-    from .runner import build_spec
+    from .spec import build_spec
 
     k = as_int("folds", folds[-1].partition("=")[2]) if folds else 4
     rec = detect(build_spec(compose(["method=ce", *overrides])), folds=k,

@@ -1,4 +1,4 @@
-"""Small pieces shared by the data layer (stream.py, filedata.py), the loop (trainer.py) and the method
+"""Small pieces shared by the data layer (stream.py, filestream.py), the loop (trainer.py) and the method
 contract (method.py): the batch they hand each other and the progress bar they show. Kept below all
 of them, so that data, loop and methods each import downward only."""
 from __future__ import annotations

@@ -30,7 +30,7 @@ def add_or_override(overrides: list[str]) -> list[str]:
     overrides = [f"+{o}" if o.startswith("experiment=") else o for o in overrides]
     overrides = [f"++{o}" if o.startswith(("train.", "method.params.")) and "=" in o else o for o in overrides]
     # a method parameter set on the command line wins over the yaml's params_by_dataset/params_by_noise:
-    # it is kept apart under method.params_cli (runner.resolve_method_params applies it last)
+    # it is kept apart under method.params_cli (spec.resolve_method_params applies it last)
     return [f"++method.params_cli.{o.lstrip('+')[len('method.params.'):]}"
             if o.lstrip("+").startswith("method.params.") and "=" in o else o for o in overrides]
 

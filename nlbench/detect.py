@@ -139,7 +139,8 @@ def out_of_sample_probs(spec, prep, folds: int, log=print, stop: str = "heldout"
 
 def detect(spec, *, folds: int = 4, stop: str = "heldout", log=print) -> dict:
     """Run the reference detectors for ``spec`` (a CE run's spec) and write their record."""
-    from .runner import _git, _versions, prepare
+    from .prepare import prepare
+    from .runner import _git, _versions
     from .samples import samples_path, write_samples
 
     folds = as_int("folds", folds)

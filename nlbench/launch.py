@@ -53,7 +53,7 @@ def job(cfg) -> dict:
     from hydra.core.hydra_config import HydraConfig
 
     from .plugins import load_method_modules
-    from .runner import build_spec
+    from .spec import build_spec
     from .sweep import result_line, run_member
 
     load_method_modules(cfg.get("method_modules"))

@@ -63,7 +63,8 @@ def validate_members(members: list[Member]) -> None:
     import torch
 
     from . import store
-    from .runner import check_writable, prepare, shared_data_cache
+    from .prepare import prepare, shared_data_cache
+    from .runner import check_writable
 
     cpu = torch.device("cpu")
     checked_dirs = set()

@@ -11,7 +11,9 @@ from pathlib import Path
 
 from nlbench import store
 from nlbench.config import compose
-from nlbench.runner import build_spec, final_metrics, train_config_dict
+from nlbench.runner import final_metrics
+from nlbench.spec import build_spec
+from nlbench.trainer import train_config_dict
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 

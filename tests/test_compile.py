@@ -54,7 +54,7 @@ def test_cli_bad_compile_mode_exits_2(cli, tmp_results):
 
 def test_compile_keeps_record_names_and_report_cells():
     from nlbench.config import compose
-    from nlbench.runner import build_spec
+    from nlbench.spec import build_spec
 
     eager = build_spec(compose(SMOKE))
     graphs = build_spec(compose([*SMOKE, "train.compile=true", "train.compile_mode=reduce-overhead"]))

@@ -23,7 +23,7 @@ def test_kfold_is_stratified_seeded_and_covers_every_sample():
 def test_detect_on_digits_finds_the_flipped_labels(tmp_path):
     from nlbench.config import compose
     from nlbench.detect import detect
-    from nlbench.runner import build_spec
+    from nlbench.spec import build_spec
     from nlbench.samples import read_samples, samples_path
 
     cfg = compose(["method=ce", "dataset=digits", "noise=sym0.4", "device=cpu", "train.epochs=8", "progress=false",
@@ -63,7 +63,7 @@ def test_heldout_stop_takes_each_fold_at_its_best_noisy_heldout_epoch(tmp_path):
     stop=last is a record of its own, and its probabilities are those of the last epoch."""
     from nlbench.config import compose
     from nlbench.detect import detect
-    from nlbench.runner import build_spec
+    from nlbench.spec import build_spec
     from nlbench.samples import read_samples, samples_path
 
     cfg = compose(["method=ce", "dataset=digits", "noise=sym0.6", "device=cpu", "train.epochs=12",

@@ -18,7 +18,8 @@ from nlbench.backbones import build_backbone
 from nlbench.data import load_dataset
 from nlbench.method import Context
 from nlbench.registry import ConfigError
-from nlbench.runner import build_spec, execute
+from nlbench.runner import execute
+from nlbench.spec import build_spec
 from nlbench.stream import DeviceStream
 
 
@@ -154,7 +155,7 @@ def test_bad_gss_ssl_options_name_the_choices():
 def test_yaml_resolves_the_official_table_per_dataset_and_noise(method, cls):
     from omegaconf import OmegaConf
 
-    from nlbench.runner import resolve_method_params
+    from nlbench.spec import resolve_method_params
 
     mcfg = OmegaConf.to_container(compose([f"method={method}"]).method)
     want = {  # (dataset, noise): (lambda_u, p_threshold, warmup_epochs, conf_penalty, loss_history), methods.md 2.6
@@ -352,7 +353,7 @@ def test_dividemix_end_to_end_selects_clean_samples(tmp_path):
 
 
 def test_gss_ssl_accepts_the_parameters_of_its_parent_and_rejects_typos():
-    from nlbench.runner import check_method_params
+    from nlbench.spec import check_method_params
 
     check_method_params("gss_ssl", {"lambda_u": 0, "p_threshold": 0.6, "unlabeled_target": "guess", "optim": None})
     with pytest.raises(ConfigError, match="'lambda_uu'.*valid parameters: lambda1_labeled.*lambda_u"):

@@ -14,7 +14,8 @@ from nlbench.data import load_dataset
 from nlbench.method import Batch, Method, OptimPlan, StepOutput
 from nlbench.noise import NoiseContext, apply_noise, expected_rate
 from nlbench.registry import ConfigError
-from nlbench.runner import _check_params_by_noise, build_spec, execute, resolve_method_params
+from nlbench.runner import execute
+from nlbench.spec import _check_params_by_noise, build_spec, resolve_method_params
 from nlbench.stream import DeviceStream
 from nlbench.trainer import TrainConfig, Trainer
 

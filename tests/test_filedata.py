@@ -1,4 +1,4 @@
-"""nlbench.filedata: official-layout parsing, validation messages, and the DataLoader stream."""
+"""nlbench.filedata and nlbench.filestream: official-layout parsing, validation messages, the stream."""
 from __future__ import annotations
 
 import dataclasses
@@ -16,8 +16,9 @@ for p in (ROOT, ROOT / "tests"):  # the package is not installed; run from a che
 
 from fixtures_filedata import make_clothing1m, make_webvision  # noqa: E402
 from nlbench.filedata import (  # noqa: E402
-    CLOTHING1M_CLASSES, CLOTHING1M_FILES, FileData, FileStream, load_clothing1m, load_webvision,
+    CLOTHING1M_CLASSES, CLOTHING1M_FILES, FileData, load_clothing1m, load_webvision,
 )
+from nlbench.filestream import FileStream  # noqa: E402
 from nlbench.registry import ConfigError, DataError  # noqa: E402
 
 CPU = torch.device("cpu")

@@ -35,7 +35,8 @@ needs_cc = pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc")
 
 def build(name: str, *extra: str, epochs: int):
     from nlbench.config import compose
-    from nlbench.runner import build_spec, prepare
+    from nlbench.prepare import prepare
+    from nlbench.spec import build_spec
 
     spec = build_spec(compose([f"method={name}", *BASE, f"train.epochs={epochs}", *extra]))
     return spec, prepare(spec)

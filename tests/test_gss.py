@@ -9,7 +9,8 @@ from scipy.stats import chisquare
 from methods.gss_pool import DirectionPool
 from nlbench.config import compose
 from nlbench.registry import ConfigError
-from nlbench.runner import build_spec, execute
+from nlbench.runner import execute
+from nlbench.spec import build_spec
 
 
 def run(tmp_path, *overrides, name="r"):

@@ -79,7 +79,7 @@ def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
 
 def test_the_graph_sees_function_level_and_relative_imports():
     g = import_graph()
-    assert "nlbench.config" in g["nlbench.runner"]           # a function-level import
+    assert "nlbench.config" in g["nlbench.spec"]             # a function-level import
     assert "nlbench.store" in g["nlbench.report.records"]    # from .. import store
     assert "nlbench.report.cells" in g["nlbench.report.tables"]
     assert "nlbench.report.page" in g["nlbench.report"]      # the package's __init__
@@ -98,17 +98,22 @@ def test_nothing_imports_the_command_line():
 
 def test_data_layer_stands_below_the_loop_and_the_methods():
     g = import_graph()
-    above = {"nlbench.trainer", "nlbench.method", "nlbench.runner", "nlbench.__main__", "nlbench.report"}
-    for data in ("nlbench.data", "nlbench.stream", "nlbench.filedata", "nlbench.noise"):
+    above = {"nlbench.trainer", "nlbench.method", "nlbench.spec", "nlbench.prepare", "nlbench.runner", "nlbench.__main__",
+             "nlbench.report"}
+    for data in ("nlbench.data", "nlbench.stream", "nlbench.filedata", "nlbench.filestream", "nlbench.noise"):
         assert not reachable(g, data) & above, data
-    assert not reachable(g, "nlbench.method") & {"nlbench.trainer", "nlbench.runner"}
-    assert not reachable(g, "nlbench.trainer") & {"nlbench.runner", "nlbench.config"}
+    assert not reachable(g, "nlbench.method") & {"nlbench.trainer", "nlbench.spec", "nlbench.prepare", "nlbench.runner"}
+    assert not reachable(g, "nlbench.trainer") & {"nlbench.spec", "nlbench.prepare", "nlbench.runner", "nlbench.config"}
+    # the run layer in its order: the config side, then the data side, then the run
+    assert not reachable(g, "nlbench.spec") & {"nlbench.prepare", "nlbench.runner"}
+    assert not reachable(g, "nlbench.prepare") & {"nlbench.runner"}
 
 
 def test_methods_import_only_the_contract_layer():
     g = import_graph()
     for m in (m for m in g if m.startswith("methods.")):
-        assert not reachable(g, m) & {"nlbench.trainer", "nlbench.runner", "nlbench.config", "nlbench.data"}, m
+        assert not reachable(g, m) & {"nlbench.trainer", "nlbench.spec", "nlbench.prepare", "nlbench.runner",
+                                      "nlbench.config", "nlbench.data"}, m
 
 
 #: the report's steps in the order data flows through them; a new module of nlbench/report/ takes its place here

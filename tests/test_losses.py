@@ -105,7 +105,7 @@ def test_sl_takes_the_papers_values_per_dataset():
     from omegaconf import OmegaConf
 
     from nlbench.config import compose
-    from nlbench.runner import resolve_method_params
+    from nlbench.spec import resolve_method_params
 
     mcfg = OmegaConf.to_container(compose(["method=sl"]).method)
     got = {ds: (p["alpha"], p["beta"]) for ds in ("cifar10", "cifar100", "digits")

@@ -197,7 +197,7 @@ def test_a_full_checkpoint_disk_is_one_line_and_leaves_no_partial_file(tmp_path,
     on a full disk: the run ends with one error line naming the folder, no traceback, no partial
     file, a failed record; a finished record beside it is untouched."""
     from nlbench.config import compose
-    from nlbench.runner import build_spec
+    from nlbench.spec import build_spec
 
     res = make_results(tmp_path)
     done = run_cli(["run", *SMOKE, "seed=1"], res)

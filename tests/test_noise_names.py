@@ -9,7 +9,7 @@ from conftest import SMOKE
 
 def _spec(*overrides):
     from nlbench.config import compose
-    from nlbench.runner import build_spec
+    from nlbench.spec import build_spec
 
     return build_spec(compose([*SMOKE, *overrides]))
 

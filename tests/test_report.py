@@ -224,7 +224,7 @@ def test_experiment_cli_dry_run_and_errors(tmp_results, cli):
 def test_experiment_default_point_is_the_table3_run():
     """Figure 3's (2.0, 1.0) and Figure 1/4's sym0.4 GSS-SB runs are Table 3's runs: one config, one record."""
     from nlbench.config import compose
-    from nlbench.runner import build_spec
+    from nlbench.spec import build_spec
 
     base = ["dataset=cifar10", "noise=sym0.4", "method=gss_sb", "seed=0", "scale=cpu"]
     hashes = {build_spec(compose([f"+experiment={e}", *base, *extra])).config_hash

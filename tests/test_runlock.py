@@ -55,7 +55,7 @@ def test_a_lock_file_left_by_a_killed_process_does_not_block(tmp_path):
 
 def test_a_run_whose_cell_is_held_elsewhere_writes_nothing_and_a_later_run_finishes(tmp_results, cli):
     from nlbench.config import compose
-    from nlbench.runner import build_spec
+    from nlbench.spec import build_spec
 
     args = [*SMOKE, "threads=1", *tmp_results.overrides]
     lock = build_spec(compose(args)).checkpoint_path.with_suffix(".lock")
@@ -81,7 +81,7 @@ def test_runs_unfinished_lists_resumable_and_running_cells(tmp_results, cli):
     """A run stopped after epoch 1 of 2 shows as resumable with its epoch; while another process holds its
     lock it shows as running with that process; once it finishes it is gone from the list."""
     from nlbench.config import compose
-    from nlbench.runner import build_spec
+    from nlbench.spec import build_spec
 
     args = [*SMOKE, "threads=1", *tmp_results.overrides]
     r = cli(["run", *args, "interrupt_after=1"])   # stops as if killed after epoch 1, checkpoint kept

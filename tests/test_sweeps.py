@@ -106,7 +106,8 @@ def test_threads_option_sets_torch_threads_for_the_run_only(tmp_results, cli):
     assert r.rc == 2 and "threads=0" in r.err and "positive" in r.err
     before = torch.get_num_threads()
     from nlbench.config import compose
-    from nlbench.runner import build_spec, execute
+    from nlbench.runner import execute
+    from nlbench.spec import build_spec
 
     spec = build_spec(compose([*SMOKE, "threads=1", f"results_dir={tmp_results.results}",
                                f"checkpoint_dir={tmp_results.checkpoints}", "verbosity=quiet"]))

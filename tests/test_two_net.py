@@ -19,7 +19,8 @@ from methods.small_loss import ForgetSchedule, keep_smallest
 from nlbench.config import compose
 from nlbench.method import Batch, Context
 from nlbench.mixup import mixup_weight, sample_beta
-from nlbench.runner import build_spec, execute
+from nlbench.runner import execute
+from nlbench.spec import build_spec
 
 
 def make(cls, n=12, k=3, d=4, seed=0, **kw):

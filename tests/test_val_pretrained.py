@@ -54,7 +54,7 @@ def test_val_split_is_scored_against_noisy_labels_and_leaves_train_labels_unchan
 def test_val_split_on_a_dataset_with_its_own_clean_val_is_an_error():
     from types import SimpleNamespace
 
-    from nlbench.runner import _hold_out_val
+    from nlbench.prepare import _hold_out_val
 
     fake = SimpleNamespace(name="clothing1m", tests={"val": [], "test": []}, train=[("a", 0), ("b", 1)] * 5)
     with pytest.raises(ConfigError, match="clothing1m has its own clean validation split"):

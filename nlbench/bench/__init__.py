@@ -1,7 +1,7 @@
 """Training benchmark: the real trainer and data path against the bare PyTorch loop (the floor).
 
-For each method it builds the run exactly as ``python -m nlbench run`` does (``runner.build_spec`` +
-``runner.prepare``: the real data, noise, stream, networks and method) and runs ``Trainer.fit`` for a
+For each method it builds the run exactly as ``python -m nlbench run`` does (``spec.build_spec`` +
+``prepare.prepare``: the real data, noise, stream, networks and method) and runs ``Trainer.fit`` for a
 few epochs with no checkpoint and no record. It times
 
 - steady-state steps: per epoch, from after its first ``--warmup`` steps to its last step (the device

@@ -75,7 +75,7 @@ def methods_of(spec: str) -> list[str]:
 
 
 def run_benchmark(a) -> dict:
-    from ..runner import _device
+    from ..spec import _device
 
     names = methods_of(a.methods)
     device = _device(a.device)

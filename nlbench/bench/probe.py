@@ -116,7 +116,8 @@ def overrides(a, method: str, epochs: int | None) -> list[str]:
 def build(a, method: str):
     """(spec, prepared) of ``method`` as ``python -m nlbench run`` builds them, and the protocol's epochs."""
     from ..config import compose
-    from ..runner import build_spec, prepare
+    from ..prepare import prepare
+    from ..spec import build_spec
 
     protocol_epochs = build_spec(compose(overrides(a, method, None))).train.epochs
     spec = build_spec(compose(overrides(a, method, a.epochs)))

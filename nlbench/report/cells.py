@@ -20,7 +20,7 @@ def config_matches(effective: dict, expected: dict) -> bool:
     default, does not orphan older records; any key that differs does)."""
     if not isinstance(effective, dict) or not effective:
         return False
-    # keys a record holds only when they differ from their default (runner.RunSpec.semantic): compare
+    # keys a record holds only when they differ from their default (spec.RunSpec.semantic): compare
     # them with the default filled in, so a run with a noisy validation split never fills a paper cell
     fe, fx = comparable(effective), comparable(expected)
     common = fe.keys() & fx.keys()
@@ -52,7 +52,7 @@ def semantic_config(overrides: list[str]) -> dict | str:
     key = tuple(overrides)
     if key not in _SEMANTIC:
         from ..config import compose
-        from ..runner import build_spec
+        from ..spec import build_spec
 
         try:
             _SEMANTIC[key] = json.loads(json.dumps(build_spec(compose(list(overrides))).semantic(), default=str))

@@ -74,7 +74,7 @@ class Run:
         """``composed`` (a config this checkout composes for the run's cell) with ``forget_rate: auto``
         resolved as the run resolved it: from the noise config and the class count alone (the record
         holds the number, never ``auto``)."""
-        from ..runner import resolve_auto_rates
+        from ..spec import resolve_auto_rates
 
         params = composed.get("method_params") if isinstance(composed, dict) else None
         if not isinstance(params, dict) or "auto" not in params.values():
