@@ -7,7 +7,7 @@
   runs of a sweep (finished or to run, with their record paths) and trains nothing.
 - ``validate key=value ...``: build the config, load the data and draw the noise, print a summary; no training.
 - ``list``: every registry (methods, datasets, noise models, backbones) and every config choice.
-- ``runs [key=value ...] [--columns a,b,c] [--csv]``: every record under results_dir as a table.
+- ``runs [key=value ...] [--columns a,b,c] [--by a,b] [--csv]``: every record under results_dir as a table (or counted per group).
 - ``report [--results-dir D] [--out plots]``: tables and figures from the run records (see
   ``report --help``); never trains.
 - ``export <record.json> [--format csv|parquet] [--epoch N] [--out F]``: a run's per-sample table

@@ -1,5 +1,5 @@
-"""``python -m nlbench runs [key=value ...] [--columns a,b,c] [--csv]``: the records as a table
-(``runs --unfinished``: the runs in progress).
+"""``python -m nlbench runs [key=value ...] [--columns a,b,c] [--by a,b] [--csv]``: the records as a
+table (``runs --by``: counted per group; ``runs --unfinished``: the runs in progress).
 
 Reads every record under ``results_dir`` (``results_dir=PATH``, else ``$NLBENCH_RESULTS_DIR``, else
 ``results``) through :func:`nlbench.store.load_records` and prints one row per run.
@@ -10,6 +10,10 @@ Reads every record under ``results_dir`` (``results_dir=PATH``, else ``$NLBENCH_
   scale, seed, status, acc_last, acc_best, minutes) plus every setting column that takes two or more
   values among the rows shown that have it, so a sweep shows the values it swept.
   ``--columns all`` prints every column.
+- ``--by a,b`` prints one row per group of those columns instead of one per run: ``runs`` (records),
+  ``completed``, ``diverged``, ``failed``, ``collapsed``, the mean last-epoch accuracy of the completed
+  runs and the wall time they took (``minutes``, ``hours``: as recorded, so runs that shared a machine
+  count their own wall time); a total line follows. ``runs --by dataset,method`` counts a grid.
 - ``--csv`` prints CSV instead of an aligned table.
 - ``--unfinished`` lists the runs that started and have not finished, from their checkpoints under
   ``checkpoint_dir`` (``checkpoint_dir=PATH``, else ``$NLBENCH_CHECKPOINT_DIR``, else ``checkpoints``):
@@ -71,7 +75,28 @@ def default_columns(df) -> list[str]:
 
 
 #: columns printed with a fixed number of decimals instead of 4 significant digits (0.08 minutes, not 0.08328)
-DECIMALS = {"minutes": 2}
+DECIMALS = {"minutes": 2, "hours": 2, "acc_last": 2}
+
+
+def group_counts(df, by: list[str]):
+    """One row per group of ``by``: record counts by status, collapsed runs, the completed runs' mean
+    last-epoch accuracy and their summed wall minutes / hours."""
+    import pandas as pd
+
+    bad = [c for c in by if c not in df.columns]
+    if bad:
+        raise ConfigError(f"unknown column(s) {', '.join(map(repr, bad))} for --by; valid columns: {', '.join(df.columns)}")
+    rows = []
+    for key, g in df.groupby(by, dropna=False, sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        done = g[g.status == "completed"]
+        minutes = float(g["minutes"].fillna(0).sum()) if "minutes" in g else 0.0
+        rows.append({**dict(zip(by, key)), "runs": len(g), "completed": len(done),
+                     "diverged": int((g.status == "diverged").sum()), "failed": int((g.status == "failed").sum()),
+                     "collapsed": int(done["collapsed"].fillna(False).astype(bool).sum()) if "collapsed" in g else 0,
+                     "acc_last": float(done["acc_last"].mean()) if len(done) else None,
+                     "minutes": minutes, "hours": minutes / 60})
+    return pd.DataFrame(rows)
 
 
 def _fmt(v, decimals: int | None = None) -> str:
@@ -151,11 +176,16 @@ def cmd_runs(args: list[str]) -> int:
         print(f"{len(df)} unfinished run(s) under {ck}", file=sys.stderr)
         return 0
     results_dir = os.environ.get("NLBENCH_RESULTS_DIR", "results")
-    columns, as_csv, filters = None, False, {}
+    columns, as_csv, filters, by = None, False, {}, None
     it = iter(args)
     for a in it:
         if a == "--csv":
             as_csv = True
+        elif a == "--by" or a.startswith("--by="):
+            spec = a.partition("=")[2] if "=" in a else next(it, "")
+            by = [c.strip() for c in spec.split(",") if c.strip()]
+            if not by:
+                raise ConfigError("--by needs a comma-separated list of columns, e.g. --by dataset,method")
         elif a == "--columns" or a.startswith("--columns="):
             spec = a.partition("=")[2] if "=" in a else next(it, "")
             columns = [c.strip() for c in spec.split(",") if c.strip()]
@@ -169,7 +199,7 @@ def cmd_runs(args: list[str]) -> int:
                 filters[k] = v
         else:
             raise ConfigError(f"unknown argument {a!r} for runs; valid: key=value filters, results_dir=PATH, "
-                              "--columns a,b,c, --csv")
+                              "--columns a,b,c, --by a,b, --csv")
     if os.path.exists(results_dir) and not os.path.isdir(results_dir):
         raise ConfigError(f"results_dir={results_dir!r} is a file, not a folder; set results_dir=<the folder of records>")
     with warnings.catch_warnings(record=True) as caught:
@@ -181,6 +211,18 @@ def cmd_runs(args: list[str]) -> int:
         print(f"no records under {results_dir}", file=sys.stderr)
         return 0
     df = filter_rows(df, filters)
+    if by is not None:
+        if columns is not None:
+            raise ConfigError("--by and --columns do not go together: --by prints its own columns")
+        table = group_counts(df, by)
+        if as_csv:
+            print(table.to_csv(index=False), end="")
+        else:
+            print(format_table(table, list(table.columns)))
+        minutes = float(table["minutes"].sum()) if len(table) else 0.0
+        print(f"{len(df)} run(s) in {len(table)} group(s) under {results_dir}, {minutes / 60:.2f} wall hours",
+              file=sys.stderr)
+        return 0
     if columns == ["all"]:
         columns = list(df.columns)
     elif columns is None:

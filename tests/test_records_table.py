@@ -71,6 +71,42 @@ def test_runs_command_filters_and_chooses_columns(lr_q_sweep, cli):
     assert r.rc == 0 and lines[0] == "method.q,status" and sorted(lines[1:]) == ["0.5,completed", "0.7,completed"]
 
 
+def test_runs_by_counts_each_group_and_sums_its_wall_time(lr_q_sweep, cli):
+    import csv
+    import gzip
+    import io
+
+    from nlbench import store
+
+    res, _ = lr_q_sweep
+    recs = [json.loads(p.read_text()) for p in res.records()]
+    r = cli(["runs", f"results_dir={res.results}", "--by", "train.lr", "--csv"])
+    assert r.rc == 0, r.err
+    rows = {row["train.lr"]: row for row in csv.DictReader(io.StringIO(r.out))}
+    assert sorted(rows) == ["0.05", "0.1"]
+    for lr, row in rows.items():
+        mine = [x for x in recs if x["effective"]["train"]["lr"] == float(lr)]
+        assert (row["runs"], row["completed"], row["failed"]) == (str(len(mine)), str(len(mine)), "0")
+        assert float(row["minutes"]) == pytest.approx(sum(x["wall_s"] for x in mine) / 60, rel=1e-6)
+        assert float(row["acc_last"]) == pytest.approx(sum(x["final"]["acc_last"] for x in mine) / len(mine))
+    total = sum(x["wall_s"] for x in recs) / 3600
+    assert f"4 run(s) in 2 group(s) under {res.results}, {total:.2f} wall hours" in r.err
+    # gzipped records (as shipped in results/) count the same
+    one = next(iter(res.records()))
+    with gzip.open(one.with_suffix(".json.gz"), "wb") as f:
+        f.write(one.read_bytes())
+    one.unlink()
+    try:
+        r2 = cli(["runs", f"results_dir={res.results}", "--by", "train.lr", "--csv"])
+        assert r2.out == r.out
+        assert len(store.load_records(res.results)) == 4
+    finally:   # the module's fixture as it was
+        one.write_bytes(gzip.decompress(one.with_suffix(".json.gz").read_bytes()))
+        one.with_suffix(".json.gz").unlink()
+    r3 = cli(["runs", f"results_dir={res.results}", "--by", "nope"])
+    assert r3.rc == 2 and "valid columns" in r3.err
+
+
 @pytest.mark.parametrize("args", [["bogus=1"], ["--columns", "acc_last,nope"]])
 def test_runs_command_unknown_column_is_one_error_line(lr_q_sweep, cli, args):
     res, _ = lr_q_sweep
