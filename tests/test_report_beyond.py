@@ -69,6 +69,8 @@ def test_noisy_validation_table_reads_each_number_from_its_record(beyond):
     vals = [(h["val_top1"], -i, h["test_top1"]) for i, h in enumerate(rec["history"]) if "val_top1" in h]
     assert fin["test_at_best_val"] == pytest.approx(max(vals)[2], abs=1e-4)
     assert float(row["last"]) == pytest.approx(fin["acc_last"], abs=1e-4)
+    p, n = fin["last_val_top1"] / 100, rec["val_split"]["num_val"]
+    assert float(row["val_se"]) == pytest.approx(100 * (p * (1 - p) / n) ** 0.5, abs=1e-4)
     assert float(row["memorized"]) == pytest.approx(last["memorized"], abs=1e-4)
     assert float(row["minutes"]) == pytest.approx(rec["wall_s"] / 60, abs=1e-4)
     assert row["n"] == "1" and row["n_collapsed"] == "0" and row["records"].endswith(".json")

@@ -238,37 +238,48 @@ def validation_section(runs: list[Run], w: Writer) -> list[Section]:
         vals = {c: [r.value(c) for r in rs] for c in ("acc_last", "acc_best", "val_top1", "sel_precision",
                                                       "sel_recall", "memorized")}
         at_val = [num((r.rec.get("final") or {}).get("test_at_best_val")) for r in rs]
+        se = [_binomial_se(v, (r.rec.get("val_split") or {}).get("num_val")) for v, r in zip(vals["val_top1"], rs)]
         minutes = [None if num(r.rec.get("wall_s")) is None else num(r.rec.get("wall_s")) / 60 for r in rs]
         col = [r.seed for r in rs if r.collapsed]
         setting = f"{DATASET_NAMES.get(ds, ds)} {noise} ({scale})"
         rows.append([setting, row_label(m, ", ".join(diff)), ", ".join(str(r.seed) for r in rs),
-                     _ms(vals["acc_last"]), _ms(vals["acc_best"]), _ms(vals["val_top1"]), _ms(at_val),
+                     _ms(vals["acc_last"]), _ms(vals["acc_best"]), _ms(vals["val_top1"]), _ms(se, 1), _ms(at_val),
                      _ms(vals["sel_precision"], 1, 100), _ms(vals["sel_recall"], 1, 100),
                      _ms(vals["memorized"], 1, 100), _ms(minutes, 0),
                      f"{len(col)} (seed {', '.join(map(str, col))})" if col else "0"])
         csv_rows.append([ds, scale, tag, noise, m, ", ".join(diff), len(rs), " ".join(str(r.seed) for r in rs),
-                         *(_mean(vals[c]) for c in ("acc_last", "acc_best", "val_top1")), _mean(at_val),
+                         *(_mean(vals[c]) for c in ("acc_last", "acc_best", "val_top1")), _mean(se), _mean(at_val),
                          *(_mean(vals[c]) for c in ("sel_precision", "sel_recall", "memorized")), _mean(minutes),
                          len(col), " ".join(r.path for r in rs)])
     md = ("Runs that held out a noisy validation split (`val_fraction`), per cell, mean ± std over seeds: test "
           "accuracy (%) at the last epoch (the headline) and at the best epoch (selected on the test set: "
           "optimistic); the accuracy on the held-out split against its **noisy** labels at the last epoch, "
+          "with its binomial standard error (`val SE`, sqrt(p(1 - p) / n) on the split's n samples: two "
+          "candidates closer than about that are not told apart by the split), "
           "and the test accuracy at the epoch where that noisy validation accuracy peaked (what a user without "
           "clean labels would pick); the last epoch's selection precision and recall (%) of the samples a "
           "method trains on as clean (DivideMix / GSS-SSL: the labelled set; Co-teaching / JoCoR: the kept "
           "small-loss samples) against the true labels; the memorised share (%) of mislabeled training samples "
           "predicted as their wrong label (`diagnose_train=true`); wall minutes as recorded (runs that shared "
           "the machine took longer); collapsed runs (in the means).\n\n"
-          + md_table(["Setting", "Method", "seeds", "last", "best (test-selected)", "noisy val (last)",
+          + md_table(["Setting", "Method", "seeds", "last", "best (test-selected)", "noisy val (last)", "val SE",
                       "test at best noisy val", "sel. precision", "sel. recall", "memorised", "minutes",
                       "collapsed"], rows))
     w.result.tables["validation.md"] = md
     w.text("validation.md", md)
     w.text("validation.csv", csv_text(["dataset", "scale", "data", "noise", "method", "variant", "n", "seeds",
-                                       "last", "best", "val_last", "test_at_best_val", "sel_precision",
+                                       "last", "best", "val_last", "val_se", "test_at_best_val", "sel_precision",
                                        "sel_recall", "memorized", "minutes", "n_collapsed", "records"], csv_rows))
     return [Section("Without clean labels: noisy validation, selection, memorisation, time", md,
                     ["validation.md", "validation.csv"])]
+
+
+def _binomial_se(acc_pct: float | None, n) -> float | None:
+    """The standard error (points) of an accuracy of ``acc_pct`` % measured on ``n`` samples."""
+    if acc_pct is None or not isinstance(n, int) or n <= 0:
+        return None
+    p = acc_pct / 100
+    return 100 * (p * (1 - p) / n) ** 0.5
 
 
 def _noise_sort(r: Run):
