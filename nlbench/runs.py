@@ -18,8 +18,9 @@ Reads every record under ``results_dir`` (``results_dir=PATH``, else ``$NLBENCH_
 - ``--unfinished`` lists the runs that started and have not finished, from their checkpoints under
   ``checkpoint_dir`` (``checkpoint_dir=PATH``, else ``$NLBENCH_CHECKPOINT_DIR``, else ``checkpoints``):
   ``running (pid N on host)`` while a process holds the run, ``resumable`` when none does (killed or
-  stopped: the same command resumes it), with the epochs done, the last evaluated test / validation
-  top-1, training minutes and minutes since the last checkpoint.
+  stopped: the same command resumes it), with the epochs done of the run's total, the last evaluated
+  test / validation top-1, training minutes, the minutes left at the pace so far (``eta_min``) and
+  minutes since the last checkpoint.
 
 An unknown column (in a filter or in ``--columns``) is an error that lists the valid columns.
 """
@@ -140,10 +141,16 @@ def unfinished_runs(checkpoint_dir: str | Path) -> list[dict]:
         hist = ck.get("history") or []
         last = {k: v for h in hist for k, v in h.items() if k in ("test_top1", "val_top1") and v is not None}
         who = holder(p.with_suffix(".lock"))
+        done, total, minutes = ck.get("epoch_done"), ck.get("epochs"), (ck.get("wall_s") or 0.0) / 60
+        # at the mean pace of the epochs so far (a DivideMix-family run's warm-up epochs are cheaper, so
+        # its estimate runs low); checkpoints written before the total was saved have none
+        eta = (round(minutes / done * (total - done), 1) if isinstance(total, int) and isinstance(done, int)
+               and done > 0 else None)
         rows.append({"cell": p.relative_to(root).with_suffix("").as_posix(),
-                     "state": f"running ({who})" if who else "resumable", "epoch": ck.get("epoch_done"),
+                     "state": f"running ({who})" if who else "resumable",
+                     "epoch": done if total is None else f"{done}/{total}",
                      "test_top1": last.get("test_top1"), "val_top1": last.get("val_top1"),
-                     "minutes": round((ck.get("wall_s") or 0.0) / 60, 1),
+                     "minutes": round(minutes, 1), "eta_min": eta,
                      "idle_min": round((time.time() - p.stat().st_mtime) / 60, 1)})
     return rows
 
@@ -171,7 +178,8 @@ def cmd_runs(args: list[str]) -> int:
             print(f"no unfinished runs under {ck}", file=sys.stderr)
             return 0
         df = pd.DataFrame(rows)
-        print(format_table(df, [c for c in ("cell", "state", "epoch", "test_top1", "val_top1", "minutes", "idle_min")
+        print(format_table(df, [c for c in ("cell", "state", "epoch", "test_top1", "val_top1", "minutes", "eta_min",
+                                            "idle_min")
                                 if c in df.columns]))
         print(f"{len(df)} unfinished run(s) under {ck}", file=sys.stderr)
         return 0

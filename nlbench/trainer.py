@@ -267,7 +267,8 @@ class Trainer:
         if self.checkpoint is None:
             return
         state = {
-            "epoch_done": epoch_done, "history": history, "wall_s": wall, "samples": self.samples,
+            "epoch_done": epoch_done, "epochs": self.cfg.epochs, "history": history, "wall_s": wall,
+            "samples": self.samples,
             "method": self.method.state_dict(),
             "optimizers": [o.state_dict() for o in self.optimizers],
             "optim_plan": None if self.plan is None else self.plan.to_dict(),

@@ -91,8 +91,11 @@ def test_runs_unfinished_lists_resumable_and_running_cells(tmp_results, cli):
     ck = [f"checkpoint_dir={tmp_results.checkpoints}"]
     r = cli(["runs", "--unfinished", *ck])
     assert r.rc == 0 and cell in r.out, (r.out, r.err)
-    row = next(line for line in r.out.splitlines() if cell in line).split()
-    assert row[1] == "resumable" and row[2] == "1"
+    header = r.out.splitlines()[0].split()
+    row = dict(zip(header, next(line for line in r.out.splitlines() if cell in line).split()))
+    assert row["state"] == "resumable" and row["epoch"] == f"1/{spec.train.epochs}"
+    # one epoch done of two at its pace so far: the minutes left equal the minutes spent (1 decimal each)
+    assert float(row["eta_min"]) == pytest.approx(float(row["minutes"]) * (spec.train.epochs - 1), abs=0.11)
     assert not spec.checkpoint_path.with_suffix(".lock").exists(), "looking at a lock never creates one"
     p = _holder(spec.checkpoint_path.with_suffix(".lock"))
     try:
