@@ -38,6 +38,8 @@ Where the drawn labels y_hat ~ D_i / sum(D_i) enter is not in the paper. Every r
 The warm-up length follows DivideMix's rule (``warmup_epochs`` scaled, ``warmup_after_ramp``).
 The default is chosen on a noisy validation split, never the test set (RESULTS.md, issue 21: the
 CIFAR-10 copy at ``scale=cpu``, sym0.4 and sym0.8, every {guess, drawn_mix, drawn} x {drawn, noisy}).
+While that choice is in progress the default (conf/method/gss_ssl.yaml) is the interim ``guess`` with
+``labeled_entry=drawn``, first chosen on digits.
 """
 from __future__ import annotations
 
