@@ -178,7 +178,10 @@ def _execute(spec: RunSpec, log, path: Path) -> dict:
                       checkpoint=spec.checkpoint_path,
                       progress=spec.progress and spec.verbosity == "bar", interrupt_after=spec.interrupt_after,
                       log=log, diagnose_train=spec.diagnose_train, headline=spec.headline, log_epochs=not quiet,
-                      sinks=sinks, sample_epochs=sample_epochs_of(spec), dataset_index=dataset_index(prep.data))
+                      sinks=sinks, sample_epochs=sample_epochs_of(spec), dataset_index=dataset_index(prep.data),
+                      # what `runs --unfinished` shows of a run in progress: the settings `runs` shows of a record
+                      checkpoint_meta={"settings": store.setting_columns(
+                          {**spec.semantic(), "method_params": prep.method_params}, spec.noise["options"])})
     res = trainer.fit()
     primary = next(iter(prep.test_sets)) + "_top1"
     if "val" in prep.test_sets and "test" in prep.test_sets:

@@ -19,8 +19,9 @@ Reads every record under ``results_dir`` (``results_dir=PATH``, else ``$NLBENCH_
   ``checkpoint_dir`` (``checkpoint_dir=PATH``, else ``$NLBENCH_CHECKPOINT_DIR``, else ``checkpoints``):
   ``running (pid N on host)`` while a process holds the run, ``resumable`` when none does (killed or
   stopped: the same command resumes it), with the epochs done of the run's total, the last evaluated
-  test / validation top-1, training minutes, the minutes left at the pace so far (``eta_min``) and
-  minutes since the last checkpoint.
+  test / validation top-1, training minutes, the minutes left at the pace so far (``eta_min``),
+  minutes since the last checkpoint, and the settings that differ between the listed runs (named as
+  ``runs`` names them, e.g. ``method.unlabeled_target``).
 
 An unknown column (in a filter or in ``--columns``) is an error that lists the valid columns.
 """
@@ -151,7 +152,8 @@ def unfinished_runs(checkpoint_dir: str | Path) -> list[dict]:
                      "epoch": done if total is None else f"{done}/{total}",
                      "test_top1": last.get("test_top1"), "val_top1": last.get("val_top1"),
                      "minutes": round(minutes, 1), "eta_min": eta,
-                     "idle_min": round((time.time() - p.stat().st_mtime) / 60, 1)})
+                     "idle_min": round((time.time() - p.stat().st_mtime) / 60, 1),
+                     **((ck.get("meta") or {}).get("settings") or {})})
     return rows
 
 
@@ -178,9 +180,10 @@ def cmd_runs(args: list[str]) -> int:
             print(f"no unfinished runs under {ck}", file=sys.stderr)
             return 0
         df = pd.DataFrame(rows)
+        # the settings that tell the rows apart (as `runs` shows them), after the progress columns
+        varying = [c for c in df.columns if c.startswith(SETTING_PREFIXES) and df[c].dropna().astype(str).nunique() > 1]
         print(format_table(df, [c for c in ("cell", "state", "epoch", "test_top1", "val_top1", "minutes", "eta_min",
-                                            "idle_min")
-                                if c in df.columns]))
+                                            "idle_min") if c in df.columns] + varying))
         print(f"{len(df)} unfinished run(s) under {ck}", file=sys.stderr)
         return 0
     results_dir = os.environ.get("NLBENCH_RESULTS_DIR", "results")

@@ -114,6 +114,20 @@ def flatten(d: dict, prefix: str = "") -> dict:
 LAST_EPOCH_COLUMNS = ("sel_precision", "sel_recall", "memorized", "det_auroc")
 
 
+def setting_columns(effective: dict, noise_options: dict | None) -> dict:
+    """A run's settings as flat columns (``method.<param>``, ``train.<key>``, ``backbone.<option>``,
+    ``dataset.<option>``, ``augment.<key>``, ``noise.<option>``): the names ``runs`` filters and shows,
+    for records and for the checkpoints of unfinished runs alike."""
+    out = {}
+    out.update(flatten(effective.get("method_params") or {}, "method"))
+    out.update(flatten(effective.get("train") or {}, "train"))
+    out.update(flatten(effective.get("backbone_options") or {}, "backbone"))
+    out.update(flatten(effective.get("dataset_options") or {}, "dataset"))
+    out.update(flatten(effective.get("augment") or {}, "augment"))
+    out.update(flatten(noise_options or {}, "noise"))
+    return out
+
+
 def record_row(rec: dict, path: str | Path) -> dict:
     """One record as one flat table row (see :func:`load_records` for the columns)."""
     fin = rec.get("final", {}) or {}
@@ -141,12 +155,7 @@ def record_row(rec: dict, path: str | Path) -> dict:
         "git_commit": git.get("commit"), "git_dirty": git.get("dirty"), "finished_at": rec.get("finished_at"),
         "path": str(path),
     }
-    row.update(flatten(eff.get("method_params") or {}, "method"))
-    row.update(flatten(eff.get("train") or {}, "train"))
-    row.update(flatten(eff.get("backbone_options") or {}, "backbone"))
-    row.update(flatten(eff.get("dataset_options") or {}, "dataset"))
-    row.update(flatten(eff.get("augment") or {}, "augment"))
-    row.update(flatten(noise.get("options") or {}, "noise"))
+    row.update(setting_columns(eff, noise.get("options")))
     if "subset_per_class" in eff:
         row["subset_per_class"] = eff["subset_per_class"]
     data = {k: v for k, v in (rec.get("data") or {}).items() if not isinstance(v, (list, dict))}

@@ -205,7 +205,7 @@ class Trainer:
                  interrupt_after: int | None = None, log: Callable[[str], None] | None = None,
                  diagnose_train: bool = False, headline: str = "ensemble", log_epochs: bool = True,
                  sinks: list | None = None, sample_epochs: tuple[int, ...] = (),
-                 dataset_index=None) -> None:
+                 dataset_index=None, checkpoint_meta: dict | None = None) -> None:
         self.method = method.to(device)
         self.headline = check_headline(headline, method.num_networks)
         self.stream = stream
@@ -215,6 +215,7 @@ class Trainer:
         self.data_gen = torch.Generator().manual_seed(int(data_seed))
         self.clean = None if clean_labels is None else clean_labels.to(device)
         self.checkpoint = checkpoint
+        self.checkpoint_meta = dict(checkpoint_meta or {})   # saved as is, for tools that list checkpoints
         self.progress = progress
         self.interrupt_after = interrupt_after   # for tests: stop as if killed after this many epochs
         self.diagnose_train = diagnose_train     # extra eval pass per epoch: fit of clean vs mislabeled samples
@@ -268,7 +269,7 @@ class Trainer:
             return
         state = {
             "epoch_done": epoch_done, "epochs": self.cfg.epochs, "history": history, "wall_s": wall,
-            "samples": self.samples,
+            "samples": self.samples, "meta": self.checkpoint_meta,
             "method": self.method.state_dict(),
             "optimizers": [o.state_dict() for o in self.optimizers],
             "optim_plan": None if self.plan is None else self.plan.to_dict(),

@@ -97,6 +97,16 @@ def test_runs_unfinished_lists_resumable_and_running_cells(tmp_results, cli):
     # one epoch done of two at its pace so far: the minutes left equal the minutes spent (1 decimal each)
     assert float(row["eta_min"]) == pytest.approx(float(row["minutes"]) * (spec.train.epochs - 1), abs=0.11)
     assert not spec.checkpoint_path.with_suffix(".lock").exists(), "looking at a lock never creates one"
+    # a second stopped run of the same cell with another lr: the setting that tells them apart is shown
+    args2 = [*args, "train.lr=0.123"]
+    assert cli(["run", *args2, "interrupt_after=1"]).out.startswith("interrupted:")
+    r2 = cli(["runs", "--unfinished", *ck])
+    head2 = r2.out.splitlines()[0].split()
+    assert head2[-1] == "train.lr" and "method.q" not in head2, head2   # only what differs between the rows
+    lrs = sorted(line.split()[-1] for line in r2.out.splitlines()[1:])
+    assert lrs == sorted([str(spec.train.lr), "0.123"]), r2.out
+    spec2 = build_spec(compose(args2))
+    spec2.checkpoint_path.unlink()
     p = _holder(spec.checkpoint_path.with_suffix(".lock"))
     try:
         r = cli(["runs", "--unfinished", *ck])
