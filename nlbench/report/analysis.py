@@ -11,7 +11,7 @@ from collections import defaultdict
 from .cells import Cell, config_diff
 from .output import Section, Writer, row_label
 from .records import DATASET_NAMES, Run, method_sort_key, num
-from .tables import csv_text, md_table, scale_words
+from .tables import csv_text, md_table, noise_sort_key
 
 
 def _last(r: Run, key: str) -> float | None:
@@ -232,7 +232,7 @@ def validation_section(runs: list[Run], w: Writer) -> list[Section]:
     if not g:
         return []
     rows, csv_rows = [], []
-    for k in sorted(g, key=lambda k: (k[0], k[1], k[2], _noise_sort(g[k][0]), method_sort_key(k[4]), k[5])):
+    for k in sorted(g, key=lambda k: (k[0], k[1], k[2], noise_sort_key(g[k][0]), method_sort_key(k[4]), k[5])):
         ds, scale, tag, noise, m, diff = k
         rs = sorted(g[k], key=lambda r: r.seed)
         vals = {c: [r.value(c) for r in rs] for c in ("acc_last", "acc_best", "val_top1", "sel_precision",
@@ -280,7 +280,3 @@ def _binomial_se(acc_pct: float | None, n) -> float | None:
         return None
     p = acc_pct / 100
     return 100 * (p * (1 - p) / n) ** 0.5
-
-
-def _noise_sort(r: Run):
-    return (r.noise_kind, num((r.rec.get("noise") or {}).get("nominal_rate")) or 0.0, r.noise)

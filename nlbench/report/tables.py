@@ -284,7 +284,8 @@ def _tex_block(spec: TableSpec, block: Block, scale: str, label: str, rows, text
     return "\n".join(lines)
 
 
-def _noise_key(r: Run):
+def noise_sort_key(r: Run):
+    """Noise settings in reading order: clean, symmetric, asymmetric, ... by rate, then by name."""
     k = r.noise_kind
     return (NOISE_KIND_ORDER.index(k) if k in NOISE_KIND_ORDER else len(NOISE_KIND_ORDER),
             float((r.rec.get("noise") or {}).get("nominal_rate") or 0), r.noise)
@@ -304,7 +305,7 @@ def summary_sections(runs: list[Run], w: Writer) -> list[Section]:
             groups = defaultdict(list)
             for r in rs:
                 groups[(r.noise, r.method, config_diff(r))].append(r)
-            keys = sorted(groups, key=lambda k: (_noise_key(groups[k][0]), method_sort_key(k[1]), k[2]))
+            keys = sorted(groups, key=lambda k: (noise_sort_key(groups[k][0]), method_sort_key(k[1]), k[2]))
             rows = []
             for noise, m, diff in keys:
                 actual = [num((r.rec.get("noise") or {}).get("actual_rate")) for r in groups[(noise, m, diff)]]
