@@ -139,7 +139,7 @@ def out_of_sample_probs(spec, prep, folds: int, log=print, stop: str = "heldout"
 
 def detect(spec, *, folds: int = 4, stop: str = "heldout", log=print) -> dict:
     """Run the reference detectors for ``spec`` (a CE run's spec) and write their record."""
-    from .prepare import prepare
+    from .prepare import dataset_index, prepare
     from .runner import _git, _versions
     from .samples import samples_path, write_samples
 
@@ -182,9 +182,8 @@ def detect(spec, *, folds: int = 4, stop: str = "heldout", log=print) -> dict:
              "noise_rate_true": float(noisy.mean()), "oof_top1": 100.0 * float((probs.argmax(1) == true).mean()),
              "folds": folds, "stop": stop, "stop_epochs": stop_epochs}
     pred = probs.argmax(1)
-    table = {"index": np.arange(len(given)), "dataset_index": np.asarray(getattr(prep.data, "train_index", None)
-                                                                         if getattr(prep.data, "train_index", None) is not None
-                                                                         else np.full(len(given), -1)),
+    index = dataset_index(prep.data)
+    table = {"index": np.arange(len(given)), "dataset_index": np.full(len(given), -1) if index is None else index,
              "given": given, "true": true, "is_noisy": noisy.astype(np.int64), "clean_prob": p_given.astype(np.float32),
              "verdict_label": np.full(len(given), -1), "verdict_prob": np.full(len(given), np.nan, np.float32),
              "loss": loss.astype(np.float32), "pred": pred, "pred_prob": probs.max(1).astype(np.float32)}

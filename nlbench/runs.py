@@ -64,13 +64,16 @@ def filter_rows(df, filters: dict[str, str]):
     return df
 
 
+def varying_settings(df) -> list[str]:
+    """The setting columns that take two or more values among the rows that have them (a setting of one
+    method only, e.g. ``method.q``, counts when those rows differ in it, not merely because the other
+    rows lack it)."""
+    return [c for c in df.columns if c.startswith(SETTING_PREFIXES) and df[c].dropna().astype(str).nunique() > 1]
+
+
 def default_columns(df) -> list[str]:
-    """The summary columns and every setting that takes two or more values among the rows that have it
-    (a setting of one method only, e.g. ``method.q``, shows when those rows differ in it, not merely
-    because the other rows lack it)."""
-    varying = [c for c in df.columns if c.startswith(SETTING_PREFIXES)
-               and df[c].dropna().astype(str).nunique() > 1]
-    cols = [c for c in SUMMARY if c in df.columns] + varying
+    """The summary columns and every setting that varies between the rows (:func:`varying_settings`)."""
+    cols = [c for c in SUMMARY if c in df.columns] + varying_settings(df)
     if "message" in df.columns and df["message"].notna().any():
         cols.append("message")
     return cols
@@ -101,6 +104,10 @@ def group_counts(df, by: list[str]):
     return pd.DataFrame(rows)
 
 
+def _emit(df, columns: list[str], as_csv: bool) -> None:
+    print(df[columns].to_csv(index=False) if as_csv else format_table(df, columns) + "\n", end="")
+
+
 def _fmt(v, decimals: int | None = None) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
@@ -123,8 +130,9 @@ def unfinished_runs(checkpoint_dir: str | Path) -> list[dict]:
     """The runs with a checkpoint under ``checkpoint_dir``: started and not finished (a finished run
     removes its checkpoint). Each: its cell (``<dataset>/<noise>/<method>/seed<k>-<hash>``), ``running``
     (the lock's holder) or ``resumable`` (nobody holds it: killed or stopped; the same command resumes it),
-    the epochs done, the last evaluated test / validation top-1, training minutes, minutes since the last
-    checkpoint."""
+    the epochs done (of the total), the last evaluated test / validation top-1, training minutes, the
+    minutes left at the pace so far, minutes since the last checkpoint, and the run's settings as ``runs``
+    names them (checkpoints written before they were kept have neither the total nor the settings)."""
     import time
 
     import torch
@@ -181,9 +189,8 @@ def cmd_runs(args: list[str]) -> int:
             return 0
         df = pd.DataFrame(rows)
         # the settings that tell the rows apart (as `runs` shows them), after the progress columns
-        varying = [c for c in df.columns if c.startswith(SETTING_PREFIXES) and df[c].dropna().astype(str).nunique() > 1]
-        print(format_table(df, [c for c in ("cell", "state", "epoch", "test_top1", "val_top1", "minutes", "eta_min",
-                                            "idle_min") if c in df.columns] + varying))
+        _emit(df, [c for c in ("cell", "state", "epoch", "test_top1", "val_top1", "minutes", "eta_min", "idle_min")
+                   if c in df.columns] + varying_settings(df), as_csv=False)
         print(f"{len(df)} unfinished run(s) under {ck}", file=sys.stderr)
         return 0
     results_dir = os.environ.get("NLBENCH_RESULTS_DIR", "results")
@@ -226,10 +233,7 @@ def cmd_runs(args: list[str]) -> int:
         if columns is not None:
             raise ConfigError("--by and --columns do not go together: --by prints its own columns")
         table = group_counts(df, by)
-        if as_csv:
-            print(table.to_csv(index=False), end="")
-        else:
-            print(format_table(table, list(table.columns)))
+        _emit(table, list(table.columns), as_csv)
         minutes = float(table["minutes"].sum()) if len(table) else 0.0
         print(f"{len(df)} run(s) in {len(table)} group(s) under {results_dir}, {minutes / 60:.2f} wall hours",
               file=sys.stderr)
@@ -243,9 +247,6 @@ def cmd_runs(args: list[str]) -> int:
         if bad:
             raise ConfigError(f"unknown column(s) {', '.join(map(repr, bad))}; valid columns: {', '.join(df.columns)}")
     df = df.sort_values([c for c in ("dataset", "noise", "method", "seed") if c in df.columns], kind="stable")
-    if as_csv:
-        print(df[columns].to_csv(index=False), end="")
-    else:
-        print(format_table(df, columns))
+    _emit(df, columns, as_csv)
     print(f"{len(df)} run(s) under {results_dir}", file=sys.stderr)
     return 0
