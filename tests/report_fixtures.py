@@ -48,7 +48,8 @@ def write_record(results: Path, *, method: str, dataset: str, noise: str, seed: 
                  scale: str = "cpu", acc_best: float | None = None, status: str = "completed",
                  params: dict | None = None, md5_ok: bool | None = False, commit: str = COMMIT,
                  dirty: bool = False, diag: set[str] = frozenset(), device: str = "x86_64",
-                 noise_seed: int = 0, subdir: str | None = None, extra: tuple[str, ...] = ()) -> Path:
+                 noise_seed: int = 0, subdir: str | None = None, extra: tuple[str, ...] = (),
+                 val_last: float | None = None, num_val: int = 350) -> Path:
     overrides = [f"method={method}", f"dataset={dataset}", f"noise={noise}", f"seed={seed}", f"scale={scale}",
                  f"noise_seed={noise_seed}", f"results_dir={results}", "checkpoint_dir=/nonexistent", "device=cpu",
                  *extra]
@@ -62,6 +63,8 @@ def write_record(results: Path, *, method: str, dataset: str, noise: str, seed: 
         primary = "webvision_top1"
     else:
         splits, primary = {"test_top1": acc_last, "test_top5": 99.0}, "test_top1"
+    if val_last is not None:   # a noisy validation split (val_fraction), ending at val_last
+        splits["val_top1"] = val_last
     history = _history(spec.train.epochs, acc_last, acc_best, splits, set(diag))
     if status == "diverged":  # the trainer's last row of a diverged run: a NaN loss, no evaluation
         history = history[:2] + [{"epoch": 3, "lr": 0.01, "steps": 10, "loss": float("nan"), "seconds": 1.0}]
@@ -86,6 +89,7 @@ def write_record(results: Path, *, method: str, dataset: str, noise: str, seed: 
         "config": {"method": {"name": method}}, "git": {"commit": commit, "dirty": dirty},
         "versions": {"python": "3.12", "torch": "2.x", "device": device},
         "history": history, "final": final_metrics(history, primary),
+        **({"val_split": {"num_val": num_val}} if val_last is not None else {}),
         "wall_s": 10.0, "finished_at": "2025-01-01T00:00:00+0000", "elapsed_this_call_s": 10.0,
     }
     path = spec.record_path

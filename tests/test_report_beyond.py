@@ -151,3 +151,55 @@ def test_missing_run_commands_keep_the_users_data_dir(tmp_path):
     cmds = [ln for ln in (out / "REPORT.md").read_text().splitlines() if ln.startswith("python -m nlbench run -m")]
     assert cmds and all(ln.endswith("data_dir=../shared/data") for ln in cmds)
     assert all(f"results_dir={res}" in ln for ln in cmds)
+
+
+def test_variants_ranked_on_noisy_validation_never_on_test(tmp_path):
+    """A method's variants are ranked by mean noisy validation accuracy over the noise settings the most
+    variants share (seeds first, then settings); a collapsed one is out, an incomplete one unranked, equal
+    scores share a rank, and the test set is ranked beside without choosing."""
+    res = tmp_path / "results"
+
+    def w(noise, seed, val, test, **kw):
+        return write_record(res, method="gss_sb", dataset="cifar10", noise=noise, seed=seed, acc_last=test,
+                            val_last=val, num_val=400, **kw)
+
+    d0 = w("sym0.4", 0, 40.0, 60.0)
+    w("sym0.4", 1, 42.0, 60.0), w("sym0.8", 0, 20.0, 20.0)                                 # default: 30.5
+    lam = json.loads(d0.read_text())["effective"]["method_params"]["lambda1"]
+    a = {"params": {"lambda1": 0.1}}
+    w("sym0.4", 0, 44.0, 50.0, **a), w("sym0.8", 0, 18.0, 24.0, **a)                       # 31.0, test 37
+    b = {"params": {"lambda1": 0.3}}
+    w("sym0.4", 0, 60.0, 70.0, **b)
+    p = w("sym0.8", 0, 30.0, 10.0, **b)                                                     # collapsed: out
+    rec = json.loads(p.read_text())
+    rec["final"].update(collapsed=True, collapse_reason="one class takes 100% of the test predictions")
+    p.write_text(json.dumps(rec))
+    w("asym0.4", 0, 50.0, 50.0, params={"lambda1": 0.4})                                   # no shared setting
+    for q, v in ((0.5, 33.0), (0.9, 33.0)):                                                 # a tie (GCE)
+        write_record(res, method="gce", dataset="cifar10", noise="sym0.4", seed=0, acc_last=v, val_last=v,
+                     params={"q": q})
+    out = tmp_path / "plots"
+    r = run_cli(["report", "--results-dir", str(res), "--out", str(out), "--no-figures"])
+    assert r.rc == 0, r.err
+    rows = {(x["method"], x["variant"]): x for x in _rows(out / "selection.csv")}
+    default = next(k for k in rows if k[0] == "gss_sb" and k[1].startswith("default"))
+    assert default[1] == f"default (lambda1={lam})" and lam not in (0.1, 0.3, 0.4)
+    assert {x["ranked_on"] for x in rows.values() if x["method"] == "gss_sb"} == {"sym0.4 sym0.8"}
+    assert float(rows[default]["val_mean"]) == pytest.approx(30.5)            # (mean(40, 42) + 20) / 2
+    assert float(rows[default]["test_mean"]) == pytest.approx(40.0)
+    assert float(rows["gss_sb", "lambda1=0.1"]["val_mean"]) == pytest.approx(31.0)
+    assert (rows["gss_sb", "lambda1=0.1"]["rank"], rows[default]["rank"]) == ("1", "2")
+    assert (rows["gss_sb", "lambda1=0.1"]["test_rank"], rows[default]["test_rank"]) == ("2", "1")
+    assert rows["gss_sb", "lambda1=0.3"]["rank"] == "" and rows["gss_sb", "lambda1=0.3"]["n_collapsed"] == "1"
+    assert rows["gss_sb", "lambda1=0.4"]["rank"] == "" and rows["gss_sb", "lambda1=0.4"]["val_mean"] == ""
+    # the split's sampling error: per setting the runs' binomial SE over sqrt(runs), combined, halved
+    se = lambda p: 100 * (p / 100 * (1 - p / 100) / 400) ** 0.5                              # noqa: E731
+    s4 = (se(40.0) + se(42.0)) / 2 / 2 ** 0.5
+    assert float(rows[default]["split_se"]) == pytest.approx((s4 ** 2 + se(20.0) ** 2) ** 0.5 / 2, abs=1e-3)
+    md = (out / "selection.md").read_text()
+    assert f"chooses **lambda1=0.1** (31.00); next default (lambda1={lam}) (30.50): a gap of 0.50 points, within" in md
+    assert "The test set ranks it 2 of 2." in md
+    assert "collapsed: sym0.8 seed 0" in md and "not run on sym0.4, sym0.8" in md
+    assert [x["rank"] for x in rows.values() if x["method"] == "gce"] == ["1", "1"]
+    assert "ties 2 variants at the top (33.00)" in md and "cannot choose" in md
+    assert "selection.md" in (out / "REPORT.md").read_text()

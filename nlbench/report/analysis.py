@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from ..store import flatten
 from .cells import Cell, config_diff
 from .output import Section, Writer, row_label
 from .records import DATASET_NAMES, Run, method_sort_key, num
@@ -274,9 +275,121 @@ def validation_section(runs: list[Run], w: Writer) -> list[Section]:
                     ["validation.md", "validation.csv"])]
 
 
+def _default_label(per_noise: dict, variants: dict) -> str:
+    """``default`` with the values the default has for the keys its variants change."""
+    keys = sorted({d.split("=", 1)[0] for diff in variants for d in diff})
+    run = next(iter(per_noise.values()))[0]
+    flat = flatten(run.effective)
+    vals = [f"{k}={flat.get(k, flat.get('method_params.' + k))}" for k in keys
+            if k in flat or "method_params." + k in flat]
+    return "default" + (f" ({', '.join(vals)})" if vals else "")
+
+
 def _binomial_se(acc_pct: float | None, n) -> float | None:
     """The standard error (points) of an accuracy of ``acc_pct`` % measured on ``n`` samples."""
     if acc_pct is None or not isinstance(n, int) or n <= 0:
         return None
     p = acc_pct / 100
     return 100 * (p * (1 - p) / n) ** 0.5
+
+
+# ------------------------------------------------------------------------ choosing a variant without clean labels
+def selection_section(runs: list[Run], w: Writer) -> list[Section]:
+    """A method's variants (runs that differ from its default in some config value) ranked by what a user
+    without clean labels can see: the last-epoch accuracy on the noisy validation split, averaged over
+    seeds and then over the noise settings that the most variants have run (so one variant run on more
+    settings does not skew the ranking). A variant with a collapsed run there is out; one missing a setting
+    is listed, unranked. The test accuracy over the same settings is shown and ranked beside it, chooses
+    nothing, and says afterwards whether the test set agrees."""
+    fam: dict = defaultdict(lambda: defaultdict(dict))
+    for (ds, scale, tag, noise, m, diff), rs in _groups(runs, lambda r: r.value("val_top1") is not None).items():
+        fam[(ds, scale, tag, m)][diff][noise] = sorted(rs, key=lambda r: r.seed)
+    blocks, csv_rows = [], []
+    for (ds, scale, tag, m), variants in sorted(fam.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2],
+                                                                            method_sort_key(kv[0][3]))):
+        if len(variants) < 2:
+            continue
+        cover, example = defaultdict(int), {}
+        for per_noise in variants.values():
+            for noise, rs in per_noise.items():
+                cover[noise] += 1
+                example[noise] = rs[0]
+        top = max(cover.values())
+        if top < 2:
+            continue
+        on = sorted((n for n in cover if cover[n] == top), key=lambda n: noise_sort_key(example[n]))
+        rows = []
+        for diff, per_noise in variants.items():
+            cells = {n: per_noise[n] for n in on if n in per_noise}
+            val = {n: _mean(r.value("val_top1") for r in rs) for n, rs in cells.items()}
+            test = {n: _mean(r.acc_last for r in rs) for n, rs in cells.items()}
+            # sampling error of the split only (not the seed-to-seed spread): per setting the mean of
+            # k runs' binomial SEs over sqrt(k), combined over the settings averaged
+            se_n = [_mean(_binomial_se(r.value("val_top1"), (r.rec.get("val_split") or {}).get("num_val"))
+                          for r in rs) for rs in cells.values()]
+            se = (None if len(cells) < len(on) or any(s is None for s in se_n) else
+                  sum((s / len(rs) ** 0.5) ** 2 for s, rs in zip(se_n, cells.values())) ** 0.5 / len(on))
+            collapsed = [f"{n} seed {r.seed}" for n, rs in cells.items() for r in rs if r.collapsed]
+            complete = len(cells) == len(on) and all(v is not None for v in val.values())
+            rows.append({"diff": diff, "label": ", ".join(diff) or _default_label(per_noise, variants),
+                         "cells": cells, "val": val,
+                         "test": test, "se": se, "collapsed": collapsed, "complete": complete,
+                         "score": _mean(val.values()) if complete else None,
+                         "test_score": _mean(test.values()) if complete else None})
+        ranked = [r for r in rows if r["complete"] and not r["collapsed"] and r["score"] is not None]
+        ranked.sort(key=lambda r: -r["score"])
+        by_test = sorted((r for r in ranked if r["test_score"] is not None), key=lambda r: -r["test_score"])
+        for r in ranked:   # equal numbers share a rank (the same count of correct split samples)
+            r["rank"] = 1 + sum(round(x["score"], 6) > round(r["score"], 6) for x in ranked)
+        for r in by_test:
+            r["test_rank"] = 1 + sum(round(x["test_score"], 6) > round(r["test_score"], 6) for x in by_test)
+        rows.sort(key=lambda r: (r.get("rank", len(rows) + 1), r["label"]))
+        head = ["Variant", *[f"noisy val {n}" for n in on], "mean (chooses)", "split SE", "rank",
+                *[f"test {n}" for n in on], "test mean (chooses nothing)", "test rank", "out"]
+        table = []
+        for r in rows:
+            out = ("collapsed: " + ", ".join(r["collapsed"]) if r["collapsed"] else
+                   "" if r["complete"] else "not run on " + ", ".join(n for n in on if n not in r["cells"]))
+            table.append([r["label"],
+                          *[f"{r['val'][n]:.2f} ({len(r['cells'][n])})" if r["val"].get(n) is not None else "—"
+                            for n in on],
+                          "—" if r["score"] is None else f"{r['score']:.2f}",
+                          "—" if r["se"] is None else f"{r['se']:.1f}", str(r.get("rank", "—")),
+                          *[f"{r['test'][n]:.2f}" if r["test"].get(n) is not None else "—" for n in on],
+                          "—" if r["test_score"] is None else f"{r['test_score']:.2f}",
+                          str(r.get("test_rank", "—")), out or "—"])
+            csv_rows.append([ds, scale, tag, m, r["label"], " ".join(on), r["score"], r["se"], r.get("rank"),
+                             r["test_score"], r.get("test_rank"), len(r["collapsed"]),
+                             " ".join(f"{n}:{len(r['cells'][n])}" for n in on if n in r["cells"]),
+                             " ".join(x.path for rs in r["cells"].values() for x in rs)])
+        title = f"{row_label(m, '')} on {DATASET_NAMES.get(ds, ds)} ({scale}), ranked on {', '.join(on)}"
+        if len(ranked) >= 2:
+            a, b = ranked[0], ranked[1]
+            gap_se = ((a["se"] or 0) ** 2 + (b["se"] or 0) ** 2) ** 0.5
+            tied = [r["label"] for r in ranked if r["rank"] == 1]
+            verdict = (f"The noisy split ties {len(tied)} variants at the top ({a['score']:.2f}): "
+                       + "; ".join(tied) + ". It cannot choose between them." if len(tied) > 1 else
+                       f"The noisy split chooses **{a['label']}** ({a['score']:.2f}); next {b['label']} "
+                       f"({b['score']:.2f}): a gap of {a['score'] - b['score']:.2f} points, "
+                       + ("more than" if a["score"] - b["score"] > gap_se else "within")
+                       + f" the split's sampling error of the gap ({gap_se:.1f}; the seed-to-seed spread adds "
+                       f"to it). The test set ranks it {a.get('test_rank', '—')} of {len(by_test)}.")
+        elif ranked:
+            verdict = f"Only {ranked[0]['label']} can be ranked here."
+        else:
+            verdict = "No variant can be ranked here."
+        blocks.append(f"**{title}** (runs per setting in brackets)\n\n" + md_table(head, table) + "\n\n" + verdict)
+    if not blocks:
+        return []
+    md = ("A method's variants (settings that differ from its default) ranked as a user without clean labels "
+          "would: by the last-epoch accuracy (%) on the **noisy** validation split, the mean over seeds and "
+          "then over the noise settings the most variants have run. A variant with a collapsed run there is "
+          "out; one not run on every such setting is listed unranked. The split SE is the binomial sampling "
+          "error of that mean alone; seeds spread further. The last-epoch test accuracy over the same "
+          "settings is ranked beside it and chooses nothing.\n\n" + "\n\n".join(blocks))
+    w.result.tables["selection.md"] = md
+    w.text("selection.md", md)
+    w.text("selection.csv", csv_text(["dataset", "scale", "data", "method", "variant", "ranked_on", "val_mean",
+                                      "split_se", "rank", "test_mean", "test_rank", "n_collapsed", "runs",
+                                      "records"], csv_rows))
+    return [Section("Choosing a variant without clean labels", md, ["selection.md", "selection.csv"])]

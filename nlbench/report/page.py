@@ -55,11 +55,12 @@ def report(results_dir: str | Path, out: str | Path = "plots", *, scales: list[s
         paper_sections += figure_sections(index, scales, w, results_arg)
     others = [r for r in runs if r.path not in res.used]
     other_sections = summary_sections(others, w)
-    from .analysis import detector_section, networks_section, rate_section, validation_section
+    from .analysis import detector_section, networks_section, rate_section, selection_section, validation_section
 
     detectors = load_detectors(results_dir)
     beyond = (networks_section(runs, w) + detector_section(runs, detectors, w)
-              + rate_section(runs, w, detectors) + validation_section(runs, w))
+              + rate_section(runs, w, detectors) + validation_section(runs, w)
+              + selection_section(runs, w))
     if figures:
         dyn_sections = dynamics_sections(runs, w)
     w.text("REPORT.md", _report_md(results_dir, res, runs, paper_sections, other_sections, dyn_sections, beyond))
