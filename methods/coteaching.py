@@ -24,12 +24,11 @@ Choices (also in conf/method/coteaching.yaml):
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from nlbench.losses import make_ce
 from nlbench.method import METHODS, Batch, Context, Method, StepOutput
 
-from .small_loss import OFFICIAL_PLAN, ForgetSchedule, estimate_noise_rate, keep_smallest
+from .small_loss import OFFICIAL_PLAN, ForgetSchedule, keep_smallest
 
 
 @METHODS.register("coteaching")
@@ -48,9 +47,7 @@ class CoTeaching(Method):
 
     def on_epoch_start(self, ctx: Context) -> None:
         self.kept.zero_()
-        if self.schedule.needs_estimate(ctx.epoch):   # forget_rate: estimate, from the noisy labels only
-            probs = [F.softmax(ctx.infer(net).float(), 1) for net in self.nets]
-            self.schedule.set_estimate(estimate_noise_rate(probs, self.noisy_labels, self.schedule.estimator))
+        self.schedule.estimate_if_due(ctx.epoch, ctx.infer, self.nets, self.noisy_labels)
 
     def loss(self, batch: Batch, ctx: Context) -> StepOutput:
         tau = self.schedule(ctx.epoch)

@@ -67,6 +67,14 @@ class ForgetSchedule(nn.Module):
     def needs_estimate(self, epoch: int) -> bool:
         return self.estimated and epoch >= self.estimate_epoch and self.forget_rate != self.forget_rate
 
+    def estimate_if_due(self, epoch: int, infer, nets, noisy: torch.Tensor) -> None:
+        """At the start of epoch ``estimate_epoch`` (``forget_rate: estimate`` only): the networks'
+        softmax over the training set (``infer(net)``: the trainer's inference pass) and the noisy labels
+        give the estimate, never the true labels."""
+        if self.needs_estimate(epoch):
+            probs = [F.softmax(infer(net).float(), 1) for net in nets]
+            self.set_estimate(estimate_noise_rate(probs, noisy, self.estimator))
+
     def set_estimate(self, value: float) -> None:
         self.rate.fill_(min(max(float(value), 0.0), 0.99))
         self._cached = None
