@@ -168,6 +168,7 @@ def test_variants_ranked_on_noisy_validation_never_on_test(tmp_path):
     lam = json.loads(d0.read_text())["effective"]["method_params"]["lambda1"]
     a = {"params": {"lambda1": 0.1}}
     w("sym0.4", 0, 44.0, 50.0, **a), w("sym0.8", 0, 18.0, 24.0, **a)                       # 31.0, test 37
+    w("asym0.4", 0, 90.0, 90.0, **a)               # shown beside (two variants have it), not ranked on
     b = {"params": {"lambda1": 0.3}}
     w("sym0.4", 0, 60.0, 70.0, **b)
     p = w("sym0.8", 0, 30.0, 10.0, **b)                                                     # collapsed: out
@@ -199,6 +200,8 @@ def test_variants_ranked_on_noisy_validation_never_on_test(tmp_path):
     md = (out / "selection.md").read_text()
     assert f"chooses **lambda1=0.1** (31.00); next default (lambda1={lam}) (30.50): a gap of 0.50 points, within" in md
     assert "The test set ranks it 2 of 2." in md
+    assert "| noisy val asym0.4 (not ranked on) |" in md and "ranked on sym0.4, sym0.8**" in md
+    assert rows["gss_sb", "lambda1=0.1"]["runs"] == "sym0.4:1 sym0.8:1 asym0.4:1"
     assert "collapsed: sym0.8 seed 0" in md and "not run on sym0.4, sym0.8" in md
     assert [x["rank"] for x in rows.values() if x["method"] == "gce"] == ["1", "1"]
     assert "ties 2 variants at the top (33.00)" in md and "cannot choose" in md

@@ -317,25 +317,28 @@ def selection_section(runs: list[Run], w: Writer) -> list[Section]:
         top = max(cover.values())
         if top < 2:
             continue
-        on = sorted((n for n in cover if cover[n] == top), key=lambda n: noise_sort_key(example[n]))
+        order = lambda n: noise_sort_key(example[n])   # noqa: E731
+        on = sorted((n for n in cover if cover[n] == top), key=order)
+        shown = sorted((n for n in cover if cover[n] >= 2), key=order)   # + settings fewer variants have run
         rows = []
         for diff, per_noise in variants.items():
-            cells = {n: per_noise[n] for n in on if n in per_noise}
+            cells = {n: per_noise[n] for n in shown if n in per_noise}
             val = {n: _mean(r.value("val_top1") for r in rs) for n, rs in cells.items()}
             test = {n: _mean(r.acc_last for r in rs) for n, rs in cells.items()}
+            ranked_cells = {n: cells[n] for n in on if n in cells}
             # sampling error of the split only (not the seed-to-seed spread): per setting the mean of
             # k runs' binomial SEs over sqrt(k), combined over the settings averaged
             se_n = [_mean(_binomial_se(r.value("val_top1"), (r.rec.get("val_split") or {}).get("num_val"))
-                          for r in rs) for rs in cells.values()]
-            se = (None if len(cells) < len(on) or any(s is None for s in se_n) else
-                  sum((s / len(rs) ** 0.5) ** 2 for s, rs in zip(se_n, cells.values())) ** 0.5 / len(on))
-            collapsed = [f"{n} seed {r.seed}" for n, rs in cells.items() for r in rs if r.collapsed]
-            complete = len(cells) == len(on) and all(v is not None for v in val.values())
+                          for r in rs) for rs in ranked_cells.values()]
+            complete = len(ranked_cells) == len(on) and all(val[n] is not None for n in on if n in val)
+            se = (None if not complete or any(s is None for s in se_n) else
+                  sum((s / len(rs) ** 0.5) ** 2 for s, rs in zip(se_n, ranked_cells.values())) ** 0.5 / len(on))
+            collapsed = [f"{n} seed {r.seed}" for n, rs in ranked_cells.items() for r in rs if r.collapsed]
             rows.append({"diff": diff, "label": ", ".join(diff) or _default_label(per_noise, variants),
-                         "cells": cells, "val": val,
-                         "test": test, "se": se, "collapsed": collapsed, "complete": complete,
-                         "score": _mean(val.values()) if complete else None,
-                         "test_score": _mean(test.values()) if complete else None})
+                         "cells": cells, "val": val, "test": test, "se": se, "collapsed": collapsed,
+                         "complete": complete,
+                         "score": _mean(val[n] for n in on) if complete else None,
+                         "test_score": _mean(test[n] for n in on) if complete else None})
         ranked = [r for r in rows if r["complete"] and not r["collapsed"] and r["score"] is not None]
         ranked.sort(key=lambda r: -r["score"])
         by_test = sorted((r for r in ranked if r["test_score"] is not None), key=lambda r: -r["test_score"])
@@ -344,23 +347,24 @@ def selection_section(runs: list[Run], w: Writer) -> list[Section]:
         for r in by_test:
             r["test_rank"] = 1 + sum(round(x["test_score"], 6) > round(r["test_score"], 6) for x in by_test)
         rows.sort(key=lambda r: (r.get("rank", len(rows) + 1), r["label"]))
-        head = ["Variant", *[f"noisy val {n}" for n in on], "mean (chooses)", "split SE", "rank",
-                *[f"test {n}" for n in on], "test mean (chooses nothing)", "test rank", "out"]
+        mark = lambda n: n if n in on else f"{n} (not ranked on)"   # noqa: E731
+        head = ["Variant", *[f"noisy val {mark(n)}" for n in shown], "mean (chooses)", "split SE", "rank",
+                *[f"test {mark(n)}" for n in shown], "test mean (chooses nothing)", "test rank", "out"]
         table = []
         for r in rows:
             out = ("collapsed: " + ", ".join(r["collapsed"]) if r["collapsed"] else
                    "" if r["complete"] else "not run on " + ", ".join(n for n in on if n not in r["cells"]))
             table.append([r["label"],
                           *[f"{r['val'][n]:.2f} ({len(r['cells'][n])})" if r["val"].get(n) is not None else "—"
-                            for n in on],
+                            for n in shown],
                           "—" if r["score"] is None else f"{r['score']:.2f}",
                           "—" if r["se"] is None else f"{r['se']:.1f}", str(r.get("rank", "—")),
-                          *[f"{r['test'][n]:.2f}" if r["test"].get(n) is not None else "—" for n in on],
+                          *[f"{r['test'][n]:.2f}" if r["test"].get(n) is not None else "—" for n in shown],
                           "—" if r["test_score"] is None else f"{r['test_score']:.2f}",
                           str(r.get("test_rank", "—")), out or "—"])
             csv_rows.append([ds, scale, tag, m, r["label"], " ".join(on), r["score"], r["se"], r.get("rank"),
                              r["test_score"], r.get("test_rank"), len(r["collapsed"]),
-                             " ".join(f"{n}:{len(r['cells'][n])}" for n in on if n in r["cells"]),
+                             " ".join(f"{n}:{len(r['cells'][n])}" for n in shown if n in r["cells"]),
                              " ".join(x.path for rs in r["cells"].values() for x in rs)])
         title = f"{row_label(m, '')} on {DATASET_NAMES.get(ds, ds)} ({scale}), ranked on {', '.join(on)}"
         if len(ranked) >= 2:
