@@ -12,7 +12,7 @@ from pathlib import Path
 from nlbench import store
 from nlbench.config import compose
 from nlbench.runner import final_metrics
-from nlbench.spec import build_spec
+from nlbench.spec import build_spec, resolve_auto_rates
 from nlbench.trainer import train_config_dict
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -85,7 +85,9 @@ def write_record(results: Path, *, method: str, dataset: str, noise: str, seed: 
                   "actual_rate": round(spec.noise["rate"] * 0.9, 4), "transition": None,
                   "label_hash": "0" * 16, "n_noisy": 0, "options": spec.noise["options"]},
         "data": data,
-        "effective": {**spec.semantic(), "train": train_config_dict(spec.train)},
+        "effective": {**spec.semantic(), "train": train_config_dict(spec.train),   # auto rates resolved as run does
+                      "method_params": resolve_auto_rates(spec.method_params, spec.noise, dataset=spec.dataset,
+                                                          num_classes=len(data["classes"]))},
         "config": {"method": {"name": method}}, "git": {"commit": commit, "dirty": dirty},
         "versions": {"python": "3.12", "torch": "2.x", "device": device},
         "history": history, "final": final_metrics(history, primary),

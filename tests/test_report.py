@@ -290,3 +290,38 @@ def test_auto_settings_match_the_numbers_they_resolved_to(tmp_path):
     rp.report(res, tmp_path / "plots", figures=False)
     got = {r["variant"]: (r["last_mean"], r["n"]) for r in rows(tmp_path / "plots" / "summary_digits_cpu.csv")}
     assert got == {"": ("82.0000", "2"), "forget_rate=0.3": ("70.0000", "1")}, got
+
+
+def test_ranking_against_the_paper_counts_agreeing_pairs_and_names_each_inversion(tmp_path):
+    """Per Table 3 column: our order and the paper's order of the methods that have both; the pairs they
+    agree on; each inverted pair with our gap and its standard error over seeds (none with one run)."""
+    from nlbench.report.tables import paper_values
+
+    res = tmp_path / "results"
+
+    def w(method, noise, accs):
+        for s, a in enumerate(accs):
+            write_record(res, method=method, dataset="cifar10", noise=noise, seed=s, acc_last=a)
+
+    w("gce", "sym0.4", [70.0, 72.0]), w("coteaching", "sym0.4", [74.0, 76.0]), w("dividemix", "sym0.4", [73.0])
+    w("gce", "sym0.8", [50.0, 52.0]), w("jocor", "sym0.8", [47.0, 49.0])
+    w("ce", "sym0.8", [99.0])                                     # no published value: not ranked
+    out = tmp_path / "plots"
+    rp.report(res, out, figures=False)
+    pv = paper_values()
+    p = {(m, r): pv[("table3", "cifar10", m, ("sym", r))][0] for m in ("gce", "coteaching", "dividemix", "jocor")
+         for r in (0.4, 0.8)}
+    assert p["dividemix", 0.4] > p["coteaching", 0.4] > p["gce", 0.4] and p["jocor", 0.8] > p["gce", 0.8]
+    md = (out / "table3_cpu_ranking.md").read_text()
+    assert "| CIFAR-10 Symmetric 40% | 3 | Co-teaching > DivideMix > GCE | DivideMix > Co-teaching > GCE | 2 of 3 |" in md
+    assert "| CIFAR-10 Symmetric 80% | 2 | GCE > JoCoR | JoCoR > GCE | 0 of 1 |" in md
+    assert (f"CIFAR-10 Symmetric 40%: Co-teaching 75.00 > DivideMix 73.00 here (+2.00, one run of one side: no "
+            f"seed spread); the paper {p['dividemix', 0.4]:.2f} > {p['coteaching', 0.4]:.2f}") in md
+    se = (2.0 / 2 + 2.0 / 2) ** 0.5                               # each side: std sqrt(2) over 2 runs
+    assert (f"CIFAR-10 Symmetric 80%: GCE 51.00 > JoCoR 48.00 here (+3.00, SE {se:.2f}); the paper "
+            f"{p['jocor', 0.8]:.2f} > {p['gce', 0.8]:.2f}") in md
+    assert "CE" not in md.split("| methods |")[1].replace("Co-teaching", "").replace("GCE", "")
+    flips = rows(out / "table3_cpu_ranking.csv")
+    assert [(r["noise"], r["above_here"], r["above_in_paper"]) for r in flips] == [
+        ("sym0.4", "coteaching", "dividemix"), ("sym0.8", "gce", "jocor")]
+    assert "Ranking against the paper" in (out / "REPORT.md").read_text()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 from importlib import resources
@@ -172,6 +173,7 @@ def table_section(spec: TableSpec, scale: str, index: Index, paper: dict, w: Wri
     exp_methods = list(dict.fromkeys(e.method for e in expected))
 
     md_parts, tex_parts, csv_rows = [], [], []
+    ranked: list[tuple] = []   # (dataset, data tag, column, {method: our cell}, {method: paper mean})
     for block in spec.blocks:
         ds = block.dataset
         runs_ds = [r for (m, d, n), rs in matched.items() if d == ds for r in rs]
@@ -205,6 +207,13 @@ def table_section(spec: TableSpec, scale: str, index: Index, paper: dict, w: Wri
                                  bold=c is not None and c.mean is not None and c.mean == best[col], tex=tex,
                                  show_paper=m in paper_methods)
 
+            if spec.in_paper:
+                for col in block.columns:
+                    ranked.append((ds, tag, col, {m: cells[(m, "", col)] for m in methods
+                                                  if (m, "", col) in cells and cells[(m, "", col)].mean is not None
+                                                  and paper.get((spec.key, ds, m, col.paper))},
+                                   {m: paper[(spec.key, ds, m, col.paper)][0] for m in methods
+                                    if paper.get((spec.key, ds, m, col.paper))}))
             n_asked_block = sum(asked.get((m, ds, col.noise), 0) for m in exp_methods for col in block.columns)
             ok_runs = [r for (m, v, col), c in cells.items() for r in c.runs if r.ok]
             partial = partial_words(len({r.path for r in ok_runs}), n_asked_block,
@@ -250,7 +259,68 @@ def table_section(spec: TableSpec, scale: str, index: Index, paper: dict, w: Wri
                                    csv_rows))
     body = "\n".join(md_parts) + "\n" + legend + "\n\n" + missing_md(spec.experiment, scale, expected, missing,
                                                                      unavailable, results_arg)
-    return Section(f"{spec.title} (scale={scale})", body, [f"{stem}.md", f"{stem}.tex", f"{stem}.csv"])
+    files = [f"{stem}.md", f"{stem}.tex", f"{stem}.csv"]
+    rank_md = ranking_md(ranked, scale, spec, w, stem)
+    if rank_md:
+        body += "\n\n" + rank_md
+        files += [f"{stem}_ranking.md", f"{stem}_ranking.csv"]
+    return Section(f"{spec.title} (scale={scale})", body, files)
+
+
+def _order(values: dict[str, float]) -> str:
+    return " > ".join(method_name(m) for m in sorted(values, key=lambda m: (-values[m], method_sort_key(m))))
+
+
+def ranking_md(ranked: list[tuple], scale: str, spec: TableSpec, w: Writer, stem: str) -> str:
+    """Per column of a paper table: our order of the methods that have both a cell here and a published
+    value, against the paper's order of the same methods; how many method pairs agree, and each pair the
+    two orders invert, with our gap against its standard error over seeds (None with one run of either:
+    the gap cannot be told from seed noise). Written to ``<stem>_ranking.md/.csv``; '' when no column has
+    two such methods."""
+    rows, csv_rows, flips = [], [], []
+    for ds, tag, col, ours, paper in ranked:
+        ms = sorted(ours, key=method_sort_key)
+        if len(ms) < 2:
+            continue
+        mean = {m: ours[m].mean for m in ms}
+        agree, pairs = 0, 0
+        for i, a in enumerate(ms):
+            for b in ms[i + 1:]:
+                if paper[a] == paper[b] or mean[a] == mean[b]:
+                    continue   # a tie on either side orders nothing
+                pairs += 1
+                if (paper[a] > paper[b]) == (mean[a] > mean[b]):
+                    agree += 1
+                    continue
+                hi, lo = (a, b) if paper[a] > paper[b] else (b, a)   # the paper's order
+                ca, cb = ours[hi], ours[lo]
+                se = (None if ca.std is None or cb.std is None else
+                      math.sqrt(ca.std ** 2 / ca.n + cb.std ** 2 / cb.n))
+                gap = mean[lo] - mean[hi]
+                where = f"{DATASET_NAMES.get(ds, ds)} {col.group} {col.sub}"
+                flips.append(f"{where}: {method_name(lo)} {mean[lo]:.2f} > {method_name(hi)} {mean[hi]:.2f} here "
+                             f"(+{gap:.2f}" + (f", SE {se:.2f}" if se is not None else ", one run of one side: "
+                                               "no seed spread") + f"); the paper {paper[hi]:.2f} > {paper[lo]:.2f}")
+                csv_rows.append([spec.key, scale, ds, tag or "", col.noise, lo, hi, mean[lo], mean[hi], se,
+                                 paper[lo], paper[hi]])
+        rows.append([f"{DATASET_NAMES.get(ds, ds)} {col.group} {col.sub}", str(len(ms)),
+                     _order(mean), _order({m: paper[m] for m in ms}), f"{agree} of {pairs}"])
+    if not rows:
+        return ""
+    md = (f"### Ranking against the paper ({spec.title.split(':')[0]}, scale={scale})\n\n"
+          "Per column, the methods that have a cell here and a published value, ordered by our mean and by the "
+          "paper's; method pairs the two orders agree on (ties on either side skipped). Below: each pair they "
+          "invert, our gap and its standard error over seeds (sqrt(s_a^2/n_a + s_b^2/n_b)). "
+          + ("" if scale == "paper" else f"scale={scale} is a reduced protocol: an inverted pair is a finding "
+             "about this scale, not evidence against the paper.") + "\n\n"
+          + md_table(["Setting", "methods", "our order", "the paper's order", "pairs agreeing"], rows)
+          + ("\nInverted pairs:\n\n" + "".join(f"- {f}\n" for f in flips) if flips else "\nNo pair is inverted.\n"))
+    w.result.tables[f"{stem}_ranking.md"] = md
+    w.text(f"{stem}_ranking.md", md)
+    w.text(f"{stem}_ranking.csv", csv_text(["table", "scale", "dataset", "data", "noise", "above_here",
+                                            "above_in_paper", "mean_above_here", "mean_above_in_paper", "se_gap",
+                                            "paper_above_here", "paper_above_in_paper"], csv_rows))
+    return md
 
 
 def _tex_block(spec: TableSpec, block: Block, scale: str, label: str, rows, texts) -> str:
