@@ -28,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 COLUMNS = ("index", "dataset_index", "given", "true", "is_noisy", "clean_prob", "verdict_label", "verdict_prob",
            "loss", "pred", "pred_prob")

@@ -6,7 +6,7 @@ import methods  # noqa: F401
 from nlbench.backbones import build_backbone
 from nlbench.data import load_dataset
 from nlbench.losses import gce_at, make_gce
-from nlbench.method import METHODS, Batch, Context
+from nlbench.method import METHODS, Context
 from nlbench.stream import DeviceStream
 
 
