@@ -330,7 +330,7 @@ def selection_section(runs: list[Run], w: Writer) -> list[Section]:
             # k runs' binomial SEs over sqrt(k), combined over the settings averaged
             se_n = [_mean(_binomial_se(r.value("val_top1"), (r.rec.get("val_split") or {}).get("num_val"))
                           for r in rs) for rs in ranked_cells.values()]
-            complete = len(ranked_cells) == len(on) and all(val[n] is not None for n in on if n in val)
+            complete = len(ranked_cells) == len(on)   # every run here has a val_top1 (the grouping's filter)
             se = (None if not complete or any(s is None for s in se_n) else
                   sum((s / len(rs) ** 0.5) ** 2 for s, rs in zip(se_n, ranked_cells.values())) ** 0.5 / len(on))
             collapsed = [f"{n} seed {r.seed}" for n, rs in ranked_cells.items() for r in rs if r.collapsed]
@@ -339,7 +339,7 @@ def selection_section(runs: list[Run], w: Writer) -> list[Section]:
                          "complete": complete,
                          "score": _mean(val[n] for n in on) if complete else None,
                          "test_score": _mean(test[n] for n in on) if complete else None})
-        ranked = [r for r in rows if r["complete"] and not r["collapsed"] and r["score"] is not None]
+        ranked = [r for r in rows if r["complete"] and not r["collapsed"]]
         ranked.sort(key=lambda r: -r["score"])
         by_test = sorted((r for r in ranked if r["test_score"] is not None), key=lambda r: -r["test_score"])
         for r in ranked:   # equal numbers share a rank (the same count of correct split samples)

@@ -209,11 +209,9 @@ def table_section(spec: TableSpec, scale: str, index: Index, paper: dict, w: Wri
 
             if spec.in_paper:
                 for col in block.columns:
-                    ranked.append((ds, tag, col, {m: cells[(m, "", col)] for m in methods
-                                                  if (m, "", col) in cells and cells[(m, "", col)].mean is not None
-                                                  and paper.get((spec.key, ds, m, col.paper))},
-                                   {m: paper[(spec.key, ds, m, col.paper)][0] for m in methods
-                                    if paper.get((spec.key, ds, m, col.paper))}))
+                    pub = {m: p[0] for m in methods if (p := paper.get((spec.key, ds, m, col.paper)))}
+                    ours = {m: c for m in pub if (c := cells.get((m, "", col))) is not None and c.mean is not None}
+                    ranked.append((ds, tag, col, ours, pub))
             n_asked_block = sum(asked.get((m, ds, col.noise), 0) for m in exp_methods for col in block.columns)
             ok_runs = [r for (m, v, col), c in cells.items() for r in c.runs if r.ok]
             partial = partial_words(len({r.path for r in ok_runs}), n_asked_block,
@@ -293,9 +291,9 @@ def ranking_md(ranked: list[tuple], scale: str, spec: TableSpec, w: Writer, stem
                     agree += 1
                     continue
                 hi, lo = (a, b) if paper[a] > paper[b] else (b, a)   # the paper's order
-                ca, cb = ours[hi], ours[lo]
-                se = (None if ca.std is None or cb.std is None else
-                      math.sqrt(ca.std ** 2 / ca.n + cb.std ** 2 / cb.n))
+                c_hi, c_lo = ours[hi], ours[lo]
+                se = (None if c_hi.std is None or c_lo.std is None else
+                      math.sqrt(c_hi.std ** 2 / c_hi.n + c_lo.std ** 2 / c_lo.n))
                 gap = mean[lo] - mean[hi]
                 where = f"{DATASET_NAMES.get(ds, ds)} {col.group} {col.sub}"
                 flips.append(f"{where}: {method_name(lo)} {mean[lo]:.2f} > {method_name(hi)} {mean[hi]:.2f} here "
