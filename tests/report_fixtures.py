@@ -91,7 +91,7 @@ def write_record(results: Path, *, method: str, dataset: str, noise: str, seed: 
         "config": {"method": {"name": method}}, "git": {"commit": commit, "dirty": dirty},
         "versions": {"python": "3.12", "torch": "2.x", "device": device},
         "history": history, "final": final_metrics(history, primary),
-        **({"val_split": {"num_val": num_val}} if val_last is not None else {}),
+        **({"val_split": {"num_val": num_val, "fraction": 0.1}} if val_last is not None else {}),
         "wall_s": 10.0, "finished_at": "2025-01-01T00:00:00+0000", "elapsed_this_call_s": 10.0,
     }
     path = spec.record_path

@@ -325,3 +325,28 @@ def test_ranking_against_the_paper_counts_agreeing_pairs_and_names_each_inversio
     assert [(r["noise"], r["above_here"], r["above_in_paper"]) for r in flips] == [
         ("sym0.4", "coteaching", "dividemix"), ("sym0.8", "gce", "jocor")]
     assert "Ranking against the paper" in (out / "REPORT.md").read_text()
+
+
+def test_a_table_heading_says_what_its_runs_trained(tmp_path):
+    """The scale's description is written for CIFAR; the heading adds the protocol the records ran (digits
+    at scale=paper is an MLP on 1,347 images, not a ResNet), with the noisy validation share, each distinct
+    protocol once."""
+    from nlbench.report.tables import protocol_words, scale_words
+
+    res = tmp_path / "results"
+    write_record(res, method="ce", dataset="digits", noise="sym0.4", seed=0, acc_last=80.0, scale="paper")
+    write_record(res, method="ce", dataset="digits", noise="sym0.4", seed=1, acc_last=81.0, scale="paper")
+    write_record(res, method="ce", dataset="cifar10", noise="sym0.4", seed=0, acc_last=40.0, scale="cpu",
+                 val_last=30.0, num_val=500)
+    runs, _ = rp.load_runs(res)
+    digits = [r for r in runs if r.dataset == "digits"]
+    cifar = [r for r in runs if r.dataset == "cifar10"]
+    e = digits[0].effective
+    want_digits = (f"{e['backbone']} (" + ", ".join(f"{k} {v}" for k, v in sorted(e["backbone_options"].items()))
+                   + f"), {e['train']['epochs']} epochs, 5,000 training images, no augmentation")
+    assert protocol_words(digits) == want_digits            # two runs, one protocol: said once
+    got = protocol_words(cifar)
+    assert "5,500 training images (10% held out: noisy validation)" in got, got   # 5,000 trained + 500 held out
+    assert got.endswith(", crop+flip"), got
+    assert scale_words("paper", digits).endswith("; as run: " + want_digits)
+    assert protocol_words(digits + cifar).count(" | ") == 1

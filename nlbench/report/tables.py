@@ -48,9 +48,39 @@ def chance_level(c: Cell) -> bool:
 
 
 def scale_words(scale: str, runs: list[Run]) -> str:
-    """``scale=cpu`` with the scale's one-line description (from the records' config) when it has one."""
-    desc = next((r.scale_description for r in runs if r.scale == scale and r.scale_description), "")
-    return f"scale={scale}" + (f" ({desc})" if desc else "")
+    """``scale=cpu`` with the scale's one-line description (from the records' config) when it has one,
+    then what the runs of that scale actually trained (:func:`protocol_words`): a scale's description is
+    written for CIFAR, and the dataset config decides the rest (digits at ``scale=paper`` is an MLP)."""
+    at = [r for r in runs if r.scale == scale]
+    desc = next((r.scale_description for r in at if r.scale_description), "")
+    protocol = protocol_words(at)
+    return f"scale={scale}" + (f" ({desc})" if desc else "") + (f"; as run: {protocol}" if protocol else "")
+
+
+def protocol_words(runs: list[Run]) -> str:
+    """What the runs trained, from their records: backbone (options), epochs, training images (and the share
+    held out as a noisy validation split), augmentation; distinct protocols joined by ' | ' (in order of first appearance)."""
+    seen: list[str] = []
+    for r in runs:
+        e, d = r.effective, r.rec.get("data") or {}
+        if not e.get("backbone"):
+            continue
+        opts = ", ".join(f"{k} {v}" for k, v in sorted((e.get("backbone_options") or {}).items()))
+        parts = [e["backbone"] + (f" ({opts})" if opts else "")]
+        epochs = (e.get("train") or {}).get("epochs")
+        if epochs:
+            parts.append(f"{epochs} epochs")
+        if d.get("num_train"):   # the split's size varies by a sample with the seed: its fraction is the protocol
+            vs = r.rec.get("val_split") or {}
+            n, frac = d["num_train"] + (vs.get("num_val") or 0), vs.get("fraction")
+            parts.append(f"{n:,} training images" + (f" ({frac:.0%} held out: noisy validation)" if frac else ""))
+        aug = e.get("augment") or {}
+        crop, flip = aug.get("crop_pad"), aug.get("flip")
+        parts.append("+".join(w for w, on in (("crop", crop), ("flip", flip)) if on) or "no augmentation")
+        words = ", ".join(parts)
+        if words not in seen:
+            seen.append(words)
+    return " | ".join(seen)
 
 
 def partial_words(n_runs: int, n_asked: int, methods_with_runs: int, methods_asked: int) -> str:
