@@ -38,8 +38,14 @@ Where the drawn labels y_hat ~ D_i / sum(D_i) enter is not in the paper. Every r
 The warm-up length follows DivideMix's rule (``warmup_epochs`` scaled, ``warmup_after_ramp``).
 The default is chosen on a noisy validation split, never the test set (RESULTS.md, issue 21: the
 CIFAR-10 copy at ``scale=cpu``, sym0.4 and sym0.8, every {guess, drawn_mix, drawn} x {drawn, noisy}).
-While that choice is in progress the default (conf/method/gss_ssl.yaml) is the interim ``guess`` with
-``labeled_entry=drawn``, first chosen on digits.
+The default (conf/method/gss_ssl.yaml, and here) is that choice: ``unlabeled_target=drawn_mix`` with
+``labeled_entry=noisy``. Chosen by the rule written down in RESULTS.md before the deciding runs: the
+mean last-epoch accuracy on the noisy validation split of seeds 0-2 at sym0.4 is 43.21 against 42.55 for
+the runner-up (drawn with labeled_entry drawn); the test set, which chose nothing, agrees (63.14 against
+61.86). On unlabelled samples it follows Sec. 5.2's "lambda2 is larger for unlabeled samples,
+encouraging these samples to explore various directions" while keeping the co-guess; on labelled samples
+DivideMix's co-refinement with the noisy label (so labeled_weight does not apply).
+(The interim default before it, ``guess`` with ``labeled_entry=drawn``, was chosen on digits.)
 """
 from __future__ import annotations
 
@@ -71,8 +77,8 @@ class GSSSemiSupervised(DivideMix):
     passes = dict(train=0, infer=4, train_labeled=8, infer_labeled=12, warmup=dict(train=2, infer=2))  # + 2 pool passes
     def __init__(self, *, lambda1_labeled: float = 0.1, lambda2_labeled: float = 0.0,
                  lambda1_unlabeled: float = 0.2, lambda2_unlabeled: float = 0.5,
-                 labeled_entry: str = "drawn", labeled_weight: str = "matched",
-                 unlabeled_target: str = "guess", drawn_weight: float = 0.5,
+                 labeled_entry: str = "noisy", labeled_weight: str = "matched",
+                 unlabeled_target: str = "drawn_mix", drawn_weight: float = 0.5,
                  warmup_labels: str = "drawn", init: str = "onehot", init_mass: float = 1.0,
                  pred_weight: str = "noisy", **base) -> None:
         super().__init__(**base)

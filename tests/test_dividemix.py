@@ -278,7 +278,7 @@ def test_gss_ssl_pool_update_uses_the_peer_and_per_set_lambdas():
 
 def test_gss_ssl_targets_take_the_drawn_labels():
     m = make(GSSSemiSupervised, n=4, k=3, labels=torch.tensor([0, 0, 0, 0]), unlabeled_target="drawn_mix",
-             drawn_weight=0.5, labeled_weight="gmm")   # gmm: a drawn label keeps the noisy label's w
+             drawn_weight=0.5, labeled_entry="drawn", labeled_weight="gmm")   # gmm: a drawn label keeps the noisy label's w
     m.pools[0].pool.copy_(torch.tensor([[0.0, 1, 0], [0, 0, 1], [0, 1, 0], [0, 0, 1]]))   # draws are certain
     lab = SimpleNamespace(idx=torch.tensor([0, 1]), y=torch.tensor([0, 0]))
     p_bar = torch.full((2, 3), 1 / 3)
@@ -300,7 +300,7 @@ def test_gss_ssl_targets_take_the_drawn_labels():
 def test_gss_ssl_drawn_label_takes_w_only_when_it_is_the_noisy_label():
     """labeled_weight=matched (default): w (the probability that the NOISY label is clean) weights a drawn
     label only when it is the noisy label; any other drawn label is weighted by its pool probability."""
-    m = make(GSSSemiSupervised, n=3, k=3, labels=torch.tensor([0, 0, 1]))
+    m = make(GSSSemiSupervised, n=3, k=3, labels=torch.tensor([0, 0, 1]), labeled_entry="drawn")
     assert m.labeled_weight == "matched"
     m.pools[0].pool.copy_(torch.tensor([[1.0, 3, 0], [0, 0, 2], [0, 4, 0]]))
     lab = SimpleNamespace(idx=torch.tensor([0, 1, 2]), y=torch.tensor([0, 0, 1]))
