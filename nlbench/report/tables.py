@@ -60,7 +60,7 @@ def scale_words(scale: str, runs: list[Run]) -> str:
 def protocol_words(runs: list[Run]) -> str:
     """What the runs trained, from their records: backbone (options), epochs, training images (and the share
     held out as a noisy validation split), augmentation; distinct protocols joined by ' | ' (in order of first appearance)."""
-    seen: list[str] = []
+    seen: dict[str, None] = {}   # ordered set
     for r in runs:
         e, d = r.effective, r.rec.get("data") or {}
         if not e.get("backbone"):
@@ -77,9 +77,7 @@ def protocol_words(runs: list[Run]) -> str:
         aug = e.get("augment") or {}
         crop, flip = aug.get("crop_pad"), aug.get("flip")
         parts.append("+".join(w for w, on in (("crop", crop), ("flip", flip)) if on) or "no augmentation")
-        words = ", ".join(parts)
-        if words not in seen:
-            seen.append(words)
+        seen[", ".join(parts)] = None
     return " | ".join(seen)
 
 
