@@ -350,3 +350,28 @@ def test_a_table_heading_says_what_its_runs_trained(tmp_path):
     assert got.endswith(", crop+flip"), got
     assert scale_words("paper", digits).endswith("; as run: " + want_digits)
     assert protocol_words(digits + cifar).count(" | ") == 1
+
+
+def test_a_scale_is_described_by_its_newest_record(tmp_path):
+    """Records keep the scale description they ran under; after the wording changes, the heading and the
+    report's scale list use the newest record's (by finished_at), whatever order the files load in."""
+    import json
+
+    from nlbench.report.page import _scale_descriptions
+    from nlbench.report.tables import scale_words
+
+    res = tmp_path / "results"
+    for seed, (desc, when) in enumerate([("new words", "2026-12-02T07:00:00+0000"),
+                                         ("old words", "2026-11-01T07:00:00+0000"),
+                                         ("", "2026-12-03T07:00:00+0000")]):   # newest, but no description
+        path = write_record(res, method="ce", dataset="digits", noise="sym0.4", seed=seed, acc_last=80.0,
+                            scale="paper")
+        rec = json.loads(path.read_text())
+        rec["finished_at"] = when
+        if desc:
+            rec["config"]["scale"] = {"name": "paper", "description": desc}
+        path.write_text(json.dumps(rec))
+    runs, _ = rp.load_runs(res)
+    assert scale_words("paper", runs).startswith("scale=paper (new words); as run: ")
+    assert scale_words("paper", list(reversed(runs))).startswith("scale=paper (new words)")
+    assert _scale_descriptions(runs) == [("paper", "new words")]

@@ -11,7 +11,7 @@ from ..experiments import experiment_names
 from ..registry import ConfigError
 from .cells import Index
 from .output import ReportResult, Section, Writer, report_scales, results_override, user_overrides
-from .records import DATASET_NAMES, HEADLINE, Run, load_detectors, load_runs
+from .records import DATASET_NAMES, HEADLINE, Run, load_detectors, load_runs, scale_description
 from .tables import TABLES, paper_values, summary_sections, table_section
 
 
@@ -118,11 +118,8 @@ def _report_md(results_dir: Path, res: ReportResult, runs: list[Run], paper_sect
 
 
 def _scale_descriptions(runs: list[Run]) -> list[tuple[str, str]]:
-    out = {}
-    for r in runs:
-        if r.scale_description and r.scale not in out:
-            out[r.scale] = r.scale_description
-    return sorted(out.items())
+    pairs = ((s, scale_description(s, runs)) for s in sorted({r.scale for r in runs}))
+    return [(s, d) for s, d in pairs if d]
 
 
 def _anchor(title: str) -> str:

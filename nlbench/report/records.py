@@ -107,6 +107,16 @@ class Run:
         return str((cfg.get("scale") or {}).get("description") or "")
 
 
+def scale_description(scale: str, runs: list[Run]) -> str:
+    """The one-line description of ``scale`` from its newest record that has one (by ``finished_at``,
+    ISO timestamps): a scale's wording may be improved after older records were made, and the newest
+    run says what the scale means now."""
+    have = [r for r in runs if r.scale == scale and r.scale_description]
+    if not have:
+        return ""
+    return max(have, key=lambda r: str(r.rec.get("finished_at") or "")).scale_description
+
+
 def num(v) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
 

@@ -11,7 +11,7 @@ from importlib import resources
 
 from .cells import Cell, Index, config_diff, expected_runs, split_versions
 from .output import Section, Writer, missing_md, row_label
-from .records import DATASET_NAMES, HEADLINE, NOISE_KIND_ORDER, Run, method_name, method_sort_key, num
+from .records import DATASET_NAMES, HEADLINE, NOISE_KIND_ORDER, Run, method_name, method_sort_key, num, scale_description
 
 
 def cell_text(c: Cell | None, *, paper: tuple | None, bold: bool, tex: bool = False, show_paper: bool) -> str:
@@ -52,7 +52,7 @@ def scale_words(scale: str, runs: list[Run]) -> str:
     then what the runs of that scale actually trained (:func:`protocol_words`): a scale's description is
     written for CIFAR, and the dataset config decides the rest (digits at ``scale=paper`` is an MLP)."""
     at = [r for r in runs if r.scale == scale]
-    desc = next((r.scale_description for r in at if r.scale_description), "")
+    desc = scale_description(scale, at)
     protocol = protocol_words(at)
     return f"scale={scale}" + (f" ({desc})" if desc else "") + (f"; as run: {protocol}" if protocol else "")
 
