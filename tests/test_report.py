@@ -375,3 +375,27 @@ def test_a_scale_is_described_by_its_newest_record(tmp_path):
     assert scale_words("paper", runs).startswith("scale=paper (new words); as run: ")
     assert scale_words("paper", list(reversed(runs))).startswith("scale=paper (new words)")
     assert _scale_descriptions(runs) == [("paper", "new words")]
+
+
+def test_a_dynamics_figure_with_one_empty_panel_draws_the_other(tmp_path):
+    """CE logs the CE-loss detector but has no verdict of its own: the detection figure's verdict panel is
+    empty, and the loss panel's spread over two seeds must still be drawn (an empty panel once turned the
+    numbers into objects and matplotlib's fill_between raised)."""
+    import json
+
+    from nlbench.report.figures import dynamics
+
+    res = tmp_path / "results"
+    for seed in (0, 1):
+        path = write_record(res, method="ce", dataset="cifar10", noise="sym0.4", seed=seed, acc_last=40.0)
+        rec = json.loads(path.read_text())
+        for h in rec["history"]:
+            h["det_loss_auroc"] = 0.8 + 0.01 * seed + 0.001 * h["epoch"]
+        path.write_text(json.dumps(rec))
+    runs, _ = rp.load_runs(res)
+    df = dynamics("detection", [("CE", runs)], tmp_path / "fig", subtitle="test")
+    assert (tmp_path / "fig.png").stat().st_size > 0
+    loss = df[df.key == "det_loss_auroc"]
+    assert set(loss.n) == {2} and (df.key == "det_auroc").sum() == 0
+    assert loss["std"].dtype == "float64"
+    assert abs(loss["std"].iloc[0] - 0.01 / 2 ** 0.5) < 1e-9          # sample sd of two values 0.01 apart

@@ -78,7 +78,9 @@ def history_frame(series: list[tuple[str, list[Run]]], keys: list[str], scale: f
                 m = sum(v) / len(v)
                 sd = math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else float("nan")
                 rows.append([label, runs[0].method, key, ep, m, sd, len(v)])
-    return pd.DataFrame(rows, columns=FRAME_COLUMNS)
+    # typed even when empty: an empty panel concatenated with a full one must not turn the numbers into objects
+    return pd.DataFrame(rows, columns=FRAME_COLUMNS).astype({"epoch": "int64", "mean": "float64", "std": "float64",
+                                                             "n": "int64"})
 
 
 def figure_data_csv(df: pd.DataFrame) -> str:
