@@ -399,3 +399,27 @@ def test_a_dynamics_figure_with_one_empty_panel_draws_the_other(tmp_path):
     assert set(loss.n) == {2} and (df.key == "det_auroc").sum() == 0
     assert loss["std"].dtype == "float64"
     assert abs(loss["std"].iloc[0] - 0.01 / 2 ** 0.5) < 1e-9          # sample sd of two values 0.01 apart
+
+
+def test_figures_3_and_4_draw_one_seed_and_diverged_cells(tmp_path):
+    """A one-seed cell has no spread (NaN, never an object column that a later change could trip on) and an
+    all-diverged cell has no mean; both figures still draw and say n."""
+    from nlbench.report.figures import fig3, fig4
+
+    res = tmp_path / "results"
+    write_record(res, method="gss_sb", dataset="cifar10", noise="sym0.4", seed=0, acc_last=50.0)
+    write_record(res, method="gss_sb", dataset="cifar10", noise="sym0.4", seed=0, acc_last=40.0,
+                 params={"lambda1": 0.0})
+    write_record(res, method="gss_db", dataset="cifar10", noise="sym0.6", seed=0, acc_last=0.0, status="diverged")
+    runs, _ = rp.load_runs(res)
+    d3 = fig3(runs, tmp_path / "f3", subtitle="t", n_asked=5)
+    d4 = fig4([r for r in runs if r.param("lambda1") != 0.0], tmp_path / "f4", subtitle="t", n_asked=5)  # the
+    # report hands each figure only the runs its experiment asks for: no ablation in Figure 4
+    for df in (d3, d4):
+        assert df["mean"].dtype == "float64" and df["std"].dtype == "float64"
+        assert df["std"].isna().all()
+    assert sorted(d3[d3.panel == "lambda1"].value) == [0.0, 2.0]          # the ablation and the default
+    assert set(d3["mean"]) == {40.0, 50.0}
+    div = d4[d4.method == "gss_db"].iloc[0]
+    assert div["mean"] != div["mean"] and div.n_diverged == 1                  # NaN: no mean
+    assert (tmp_path / "f3.png").exists() and (tmp_path / "f4.png").exists()

@@ -185,7 +185,8 @@ def fig3(runs: list[Run], stem: Path, *, subtitle: str, n_asked: int | None = No
         for x in sorted(groups):
             c = Cell(groups[x], n_asked)
             rows.append([panel, x, c.mean, c.std, c.n, c.n_diverged, n_asked])
-    df = pd.DataFrame(rows, columns=["panel", "value", "mean", "std", "n", "n_diverged", "n_asked"])
+    df = pd.DataFrame(rows, columns=["panel", "value", "mean", "std", "n", "n_diverged", "n_asked"]).astype(
+        {"mean": "float64", "std": "float64"})      # a one-seed cell's std is None: NaN, not an object column
     fig, axes, theme = _figure(ncols=2, width=4.2, height=3.4)
     for ax, (panel, xlabel, marker, ls) in zip(axes, (("lambda1", "λ1 (λ2 = 1)", "o", "-"),
                                                      ("lambda2", "λ2 (λ1 = 2)", "s", "--"))):
@@ -211,7 +212,8 @@ def fig4(runs: list[Run], stem: Path, *, subtitle: str, n_asked: int | None = No
     for (noise, m) in sorted(groups, key=lambda k: (k[0], method_sort_key(k[1]))):
         c = Cell(groups[(noise, m)], n_asked)
         rows.append([noise, m, method_name(m), c.mean, c.std, c.n, c.n_diverged, n_asked])
-    df = pd.DataFrame(rows, columns=["noise", "method", "method_name", "mean", "std", "n", "n_diverged", "n_asked"])
+    df = pd.DataFrame(rows, columns=["noise", "method", "method_name", "mean", "std", "n", "n_diverged", "n_asked"]
+                      ).astype({"mean": "float64", "std": "float64"})
     fig, (ax,), theme = _figure(width=5.5, height=3.6)
     noises = sorted(df.noise.unique())
     methods = sorted(df.method.unique(), key=method_sort_key)
