@@ -8,6 +8,8 @@
 2. Drift: a few digits cells are trained again and must land within ``DRIFT_TOL`` points of the shipped
    records, so that a change that moves a method's numbers cannot land silently. On the machine that made
    the records the runs are bit-identical; another CPU, BLAS or torch build may differ slightly.
+3. The README's results tables quote ``plots/``: every cell is the cell the report gives under the same
+   method and column, so a hand-copied number cannot go stale.
 """
 from __future__ import annotations
 
@@ -86,3 +88,71 @@ def test_digits_cells_do_not_drift(tmp_path, method, noise, seed):
                              "rerun the digits grid and the report")
     got, want = rec["final"]["acc_last"], ref["final"]["acc_last"]
     assert abs(got - want) <= DRIFT_TOL, f"{method} {noise} seed {seed}: {got:.2f} vs shipped {want:.2f}"
+
+
+def _md_tables(text: str) -> list[tuple[str, list[list[str]]]]:
+    """The markdown tables of ``text``: (the prose before the table, its rows as stripped cells, the header
+    first and the ``|---|`` line left out)."""
+    out, before, rows = [], [], []
+    for line in text.splitlines():
+        if line.startswith("|"):
+            if not line.startswith("|---"):
+                rows.append([c.strip() for c in line.strip().strip("|").split("|")])
+            continue
+        if rows:
+            out.append(("\n".join(before), rows))
+            before, rows = [], []
+        before.append(line)
+    if rows:
+        out.append(("\n".join(before), rows))
+    return out
+
+
+def _readme_quotes(readme: str) -> list[tuple[str, list[list[str]]]]:
+    """The README's results tables, each with the ``plots/*.md`` file the prose before it names last."""
+    import re
+
+    section = readme.split("## Reference results", 1)[1].split("\n## ", 1)[0]
+    quotes = []
+    for before, rows in _md_tables(section):
+        named = re.findall(r"plots/([\w.-]+\.md)", before)
+        assert named, f"a README results table does not name the plots/ file it quotes: {rows[0]}"
+        quotes.append((named[-1], rows))
+    return quotes
+
+
+def _quote_errors(readme: str, read_plot) -> list[str]:
+    """What in the README's results tables is not what the ``plots/*.md`` table it names gives:
+    each row's cells must be the cells of the row with the same method there, under the same column
+    headers. ``read_plot(name)`` gives that file's text."""
+    errors = []
+    for name, (head, *rows) in _readme_quotes(readme):
+        source = [t for _, t in _md_tables(read_plot(name))]
+        for row in rows:
+            hits = [t for t in source if row[0] in {r[0] for r in t[1:]} and all(h in t[0] for h in head[1:])]
+            srcs = [next(r for r in t[1:] if r[0] == row[0]) for t in hits]
+            if not any(all(cell == src[t[0].index(h)] for h, cell in zip(head[1:], row[1:]))
+                       for t, src in zip(hits, srcs)):
+                errors.append(f"README row {row} is not in plots/{name} under {head[1:]}")
+    return errors
+
+
+@needs_shipped
+def test_the_readme_tables_quote_the_committed_report():
+    """A README table cannot keep a number the report no longer gives (regenerate the README's tables
+    from plots/ after `python -m nlbench report`)."""
+    readme = (ROOT / "README.md").read_text()
+    assert _readme_quotes(readme), "the README's results section has no table"
+    assert _quote_errors(readme, lambda name: (PLOTS / name).read_text()) == []
+
+
+def test_the_readme_quote_check_finds_a_changed_number_or_a_missing_row():
+    table = "| Method | A | B |\n|---|---|---|\n| CE | 1.00 (1) | 2.00 (1) |\n"
+    readme = "## Reference results\n\nFrom `plots/x.md`:\n\n| Method | B |\n|---|---|\n| {} | {} |\n\n## Next\n"
+    plot = {"x.md": table}.__getitem__
+    assert _quote_errors(readme.format("CE", "2.00 (1)"), plot) == []
+    assert len(_quote_errors(readme.format("CE", "2.01 (1)"), plot)) == 1      # a changed number
+    assert len(_quote_errors(readme.format("CE", "1.00 (1)"), plot)) == 1      # the wrong column
+    assert len(_quote_errors(readme.format("GCE", "2.00 (1)"), plot)) == 1     # a row the report lacks
+    with pytest.raises(AssertionError, match="does not name"):
+        _readme_quotes(readme.replace("From `plots/x.md`:", "Here:").format("CE", "2.00 (1)"))
