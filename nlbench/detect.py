@@ -160,8 +160,9 @@ def detect(spec, *, folds: int = 4, stop: str = "heldout", log=print) -> dict:
     path = store.record_path(spec.results_dir, dataset=spec.dataset, noise=spec.noise["name"], method=DETECTOR,
                              seed=spec.seed, config_hash=chash)
     if not spec.force and store.is_finished(path):
-        log(f"skipping: finished record exists at {path} (pass force=true to rerun)")
-        return {**store.read_record(path), "_path": str(path)}
+        done = store.finished_path(path)
+        log(f"skipping: finished record exists at {done} (pass force=true to rerun)")
+        return {**store.read_record(done), "_path": str(done)}
     t0 = time.time()
     prep = prepare(dataclasses.replace(spec, method="ce", method_params={}))
     if prep.clean is None:
@@ -200,7 +201,7 @@ def detect(spec, *, folds: int = 4, stop: str = "heldout", log=print) -> dict:
         "final": final, "history": curves, "samples": {"file": samples_path(path).name, "epochs": [spec.train.epochs]},
         "wall_s": time.time() - t0, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     })
-    store.atomic_write_json(path, record)
+    store.write_final(path, record)
     log(f"detect: cleanlab precision {final['det_precision']:.3f} recall {final['det_recall']:.3f} "
         f"AUROC {final['det_auroc']:.3f}; CE loss AUROC {final['det_loss_auroc']:.3f}; noise rate est "
         f"{final['noise_rate_est']:.3f} (true {final['noise_rate_true']:.3f}) record={path}")

@@ -129,9 +129,9 @@ def execute(spec: RunSpec, *, log=None) -> dict:
     log = log or (lambda s: None if quiet else print(s, file=sys.stderr, flush=True))
     path = spec.record_path
     if not spec.force and store.is_finished(path):
-        rec = store.read_record(path)
-        log(f"skipping: finished record exists at {path} (pass force=true to rerun)")
-        return {**rec, "_skipped": True, "_path": str(path)}
+        done = store.finished_path(path)
+        log(f"skipping: finished record exists at {done} (pass force=true to rerun)")
+        return {**store.read_record(done), "_skipped": True, "_path": str(done)}
     from .runlock import RunBusy, RunLock
 
     check_writable(spec)   # a clear error for an unwritable folder, before the lock file is made there
@@ -146,9 +146,9 @@ def execute(spec: RunSpec, *, log=None) -> dict:
     threads = torch.get_num_threads()
     try:
         if not spec.force and store.is_finished(path):   # it finished in the process we waited behind
-            rec = store.read_record(path)
-            log(f"skipping: finished record exists at {path} (pass force=true to rerun)")
-            return {**rec, "_skipped": True, "_path": str(path)}
+            done = store.finished_path(path)
+            log(f"skipping: finished record exists at {done} (pass force=true to rerun)")
+            return {**store.read_record(done), "_skipped": True, "_path": str(done)}
         if spec.threads:   # before any tensor work; the record's versions.torch_threads shows it
             torch.set_num_threads(spec.threads)
         return _execute(spec, log, path)
@@ -216,7 +216,7 @@ def _execute(spec: RunSpec, log, path: Path) -> dict:
     if res.status == "interrupted":
         return {**record, "_path": None}
     record = store.ordered(record)
-    store.atomic_write_json(path, record)
+    store.write_final(path, record)
     trainer.discard_checkpoint()   # execute() prunes the emptied folders once the run's lock is gone
     return {**record, "_path": str(path)}
 

@@ -88,9 +88,27 @@ def read_record(path: str | Path) -> dict | None:
         return None
 
 
+def finished_path(path: str | Path) -> Path | None:
+    """Where the finished record of the run whose record belongs at ``path`` is: the file itself, or its
+    gzip-compressed copy ``<path>.gz`` (how records ship in the repository's ``results/``), so that a
+    shipped run is skipped like one finished here; None when neither holds a finished record."""
+    for p in (Path(path), Path(f"{path}.gz")):
+        rec = read_record(p)
+        if rec is not None and rec.get("status") in FINAL_STATUSES:
+            return p
+    return None
+
+
 def is_finished(path: str | Path) -> bool:
-    rec = read_record(path)
-    return rec is not None and rec.get("status") in FINAL_STATUSES
+    return finished_path(path) is not None
+
+
+def write_final(path: str | Path, record: dict) -> None:
+    """Write a run's finished record atomically at ``path``; a compressed copy of an earlier record of the
+    same run (``<path>.gz``, left by a forced rerun of a shipped run) is removed once the new one is in
+    place, so a run never has two records."""
+    atomic_write_json(path, record)
+    Path(f"{path}.gz").unlink(missing_ok=True)
 
 
 def flatten(d: dict, prefix: str = "") -> dict:

@@ -42,6 +42,31 @@ def test_subprocess_run_writes_record_then_skips_unless_forced(tmp_results, cli)
     assert read_json(recs[0])["final"]["acc_last"] == acc   # and it is deterministic
 
 
+def test_a_shipped_gzip_record_is_finished_until_forced(tmp_results, cli):
+    """The repository ships records as ``*.json.gz``: rerunning a shipped grid must skip them (the dry run
+    counts them finished), and a forced rerun replaces the compressed record instead of adding a second."""
+    import gzip
+
+    assert cli(["run", *SMOKE], tmp_results).rc == 0
+    (plain,) = tmp_results.records()
+    acc = read_json(plain)["final"]["acc_last"]
+    shipped = plain.with_name(plain.name + ".gz")
+    shipped.write_bytes(gzip.compress(plain.read_bytes()))
+    plain.unlink()                                      # what the ship step leaves: only the .json.gz
+
+    listing = cli(["run", "--dry-run", *SMOKE], tmp_results)
+    assert listing.rc == 0 and "1 runs: 1 finished, 0 to run" in listing.out and str(shipped) in listing.out
+    r = cli(["run", *SMOKE], tmp_results)
+    assert r.rc == 0 and "skipping" in r.err and "epoch 1/" not in r.err
+    assert f"{acc:.2f}%" in r.out and str(shipped) in r.out
+    assert tmp_results.records() == [] and shipped.is_file()   # nothing written beside it
+
+    r = cli(["run", *SMOKE, "force=true"], tmp_results)
+    assert r.rc == 0 and "epoch 2/2" in r.err
+    assert tmp_results.records() == [plain] and not shipped.exists()   # one record per run
+    assert read_json(plain)["final"]["acc_last"] == acc
+
+
 def test_list_prints_every_registry(cli):
     import methods  # noqa: F401
     from nlbench.config import GROUPS, group_choices
