@@ -95,10 +95,10 @@ def cmd_run(args: list[str], *, dry: bool = False) -> int:
 
         done = 0
         for i, m in enumerate(members):
-            fin = store.finished_path(m.spec.record_path)   # a shipped run's record is the .json.gz
-            done += fin is not None
-            print(f"[{i + 1}/{len(members)}] {'finished' if fin else 'to run  '} {' '.join(m.overrides)} "
-                  f"-> {fin or m.spec.record_path}")
+            found = store.finished_record(m.spec.record_path)   # a shipped run's record is the .json.gz
+            done += found is not None
+            print(f"[{i + 1}/{len(members)}] {'finished' if found else 'to run  '} {' '.join(m.overrides)} "
+                  f"-> {found[0] if found else m.spec.record_path}")
         print(f"{len(members)} runs: {done} finished, {len(members) - done} to run (--dry-run: nothing trained)")
         return 0
     if dry:

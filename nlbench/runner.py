@@ -123,15 +123,23 @@ def prune_empty_dirs(folder: Path, stop: Path) -> None:
         folder = folder.parent
 
 
+def _skip_finished(spec: RunSpec, log) -> dict | None:
+    """The run's finished record (or its shipped ``.json.gz``) as the skipped result; None when it must train."""
+    found = None if spec.force else store.finished_record(spec.record_path)
+    if found is None:
+        return None
+    done, rec = found
+    log(f"skipping: finished record exists at {done} (pass force=true to rerun)")
+    return {**rec, "_skipped": True, "_path": str(done)}
+
+
 def execute(spec: RunSpec, *, log=None) -> dict:
     """Run (or skip) one experiment; returns the record (a finished one is written atomically)."""
     quiet = spec.verbosity == "quiet"
     log = log or (lambda s: None if quiet else print(s, file=sys.stderr, flush=True))
     path = spec.record_path
-    if not spec.force and store.is_finished(path):
-        done = store.finished_path(path)
-        log(f"skipping: finished record exists at {done} (pass force=true to rerun)")
-        return {**store.read_record(done), "_skipped": True, "_path": str(done)}
+    if (skipped := _skip_finished(spec, log)) is not None:
+        return skipped
     from .runlock import RunBusy, RunLock
 
     check_writable(spec)   # a clear error for an unwritable folder, before the lock file is made there
@@ -145,10 +153,8 @@ def execute(spec: RunSpec, *, log=None) -> dict:
         raise RunError(f"cannot write the run's lock file {lock.path}: {e.strerror or e}") from None
     threads = torch.get_num_threads()
     try:
-        if not spec.force and store.is_finished(path):   # it finished in the process we waited behind
-            done = store.finished_path(path)
-            log(f"skipping: finished record exists at {done} (pass force=true to rerun)")
-            return {**store.read_record(done), "_skipped": True, "_path": str(done)}
+        if (skipped := _skip_finished(spec, log)) is not None:   # it finished in the process we waited behind
+            return skipped
         if spec.threads:   # before any tensor work; the record's versions.torch_threads shows it
             torch.set_num_threads(spec.threads)
         return _execute(spec, log, path)

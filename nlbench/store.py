@@ -88,19 +88,19 @@ def read_record(path: str | Path) -> dict | None:
         return None
 
 
-def finished_path(path: str | Path) -> Path | None:
-    """Where the finished record of the run whose record belongs at ``path`` is: the file itself, or its
-    gzip-compressed copy ``<path>.gz`` (how records ship in the repository's ``results/``), so that a
-    shipped run is skipped like one finished here; None when neither holds a finished record."""
+def finished_record(path: str | Path) -> tuple[Path, dict] | None:
+    """The finished record of the run whose record belongs at ``path``, and where it is: the file itself,
+    or its gzip-compressed copy ``<path>.gz`` (how records ship in the repository's ``results/``), so that
+    a shipped run is skipped like one finished here; None when neither holds a finished record."""
     for p in (Path(path), Path(f"{path}.gz")):
         rec = read_record(p)
         if rec is not None and rec.get("status") in FINAL_STATUSES:
-            return p
+            return p, rec
     return None
 
 
 def is_finished(path: str | Path) -> bool:
-    return finished_path(path) is not None
+    return finished_record(path) is not None
 
 
 def write_final(path: str | Path, record: dict) -> None:
