@@ -177,6 +177,35 @@ def test_yaml_resolves_the_official_table_per_dataset_and_noise(method, cls):
     assert resolve_method_params(mcfg, "clothing1m", "real")["balanced_subset_per_epoch"] == 32000
 
 
+@pytest.mark.parametrize("method", ["dividemix", "gss_ssl"])
+def test_every_cifar_noise_takes_the_nearest_listed_lambda_u(method):
+    """The official table lists lambda_u at sym 20/50/80/90% (methods.md 2.6); every other symmetric,
+    instance-dependent or human noise config takes the value of the level nearest its rate, and every
+    class-dependent flip (asym) 0. Checked over all shipped noise configs, so a new one that lacks its
+    entry fails here instead of running at the wrong lambda_u."""
+    from omegaconf import OmegaConf
+
+    from nlbench.hydra_setup import CONF_DIR
+    from nlbench.spec import resolve_method_params
+
+    mcfg = OmegaConf.to_container(compose([f"method={method}"]).method)
+    levels = {"cifar10": {0.2: 0, 0.5: 25, 0.8: 25, 0.9: 50}, "cifar100": {0.2: 25, 0.5: 150, 0.8: 150, 0.9: 150}}
+    checked = []
+    for path in sorted((CONF_DIR / "noise").glob("*.yaml")):
+        noise, ncfg = path.stem, OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+        kind, rate = ncfg["kind"], ncfg["rate"]      # a rate family's own file has rate ??? (a str)
+        if not isinstance(rate, float) or kind not in ("sym", "sym_other", "idn", "human", "asym", "asym_super"):
+            continue
+        for ds, table in levels.items():
+            if kind == "human" and not noise.startswith("c10n" if ds == "cifar10" else "c100n"):
+                continue
+            nearest = min(table, key=lambda lv: abs(lv - rate))
+            want = 0 if kind.startswith("asym") else table[nearest]
+            assert resolve_method_params(mcfg, ds, noise)["lambda_u"] == want, (ds, noise, rate)
+            checked.append((ds, noise))
+    assert ("cifar10", "c10n_aggre") in checked and ("cifar100", "c100n") in checked and len(checked) > 40
+
+
 # ---------------------------------------------------------------------------- co-divide and a step
 def _digits_ctx(m, epoch, epochs=10, n=200):
     d = load_dataset("digits", data_dir=".")
