@@ -10,7 +10,8 @@ and the loss is their plain mean; ONE optimiser over both networks (``param_grou
 
 Choices and values (conf/method/jocor.yaml): lambda (``co_lambda``) per dataset and noise from the
 README and issue #3 (0.9 CIFAR-10, 0.65 CIFAR-10 sym 80%, 0.85 CIFAR-100) via params_by_dataset /
-params_by_noise; ``forget_rate: auto`` = the expected noise rate (so r/2 for CIFAR-10 asym, as the
+params_by_rate (a CIFAR-10 noise takes the listed level nearest its rate: sym 90% or 70% -> 0.65) /
+params_by_noise (class-dependent flips keep 0.9 at every rate); ``forget_rate: auto`` = the expected noise rate (so r/2 for CIFAR-10 asym, as the
 code's tau = r/2), or ``estimate`` (from the data, as in coteaching.py); tau_t ramps over 10 epochs at every epoch count (see coteaching.py); the official
 Adam plan; headline: the mean of both networks' test accuracy (main.py). ``selected()``: the
 samples kept in the last epoch.

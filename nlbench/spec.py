@@ -143,25 +143,68 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
-def resolve_method_params(mcfg: dict, dataset: str, noise: str) -> dict:
+def _noise_key(noise) -> tuple[str, str | None, float | None]:
+    """(name, rate family, rate) of a noise given as its config mapping (``name``, ``prefix``, ``rate``)
+    or as a name alone: a rate family's name (``sym0.3``) gives its family and rate, another name
+    (``clean``, ``c10n_aggre``) the rate of its file in ``conf/noise/`` (none for an unknown name, so
+    only its own ``params_by_noise`` entries apply)."""
+    from .hydra_setup import CONF_DIR, RATE_FAMILIES
+
+    if isinstance(noise, str):
+        for prefix in sorted(RATE_FAMILIES, key=len, reverse=True):   # asym_super before asym
+            if noise.startswith(prefix):
+                try:
+                    return noise, prefix, float(noise[len(prefix):])
+                except ValueError:
+                    continue
+        path = CONF_DIR / "noise" / f"{noise}.yaml"
+        if not path.is_file():
+            return noise, None, None
+        from omegaconf import OmegaConf
+
+        noise = {**OmegaConf.to_container(OmegaConf.load(path)), "name": noise}
+    rate = noise.get("rate")
+    return str(noise["name"]), noise.get("prefix"), float(rate) if isinstance(rate, (int, float)) else None
+
+
+def nearest_level(levels, rate: float) -> float:
+    """The listed noise level nearest ``rate``; a tie (0.35 between 0.2 and 0.5) goes to the higher level."""
+    return min(levels, key=lambda lv: (round(abs(float(lv) - rate), 9), -float(lv)))
+
+
+def resolve_method_params(mcfg: dict, dataset: str, noise) -> dict:
     """A method's hyperparameters for one (dataset, noise), from its yaml and the command line.
 
-    Precedence, lowest first: ``params`` < ``params_by_dataset[dataset]`` < ``params_by_noise[noise]``
-    (any dataset) < ``params_by_noise["<dataset>/<noise>"]`` < ``params_cli`` (``method.params.<k>=``
-    on the command line). Values that are mappings merge key by key. ``forget_rate: auto`` is left
-    as is here and resolved from the noise config in :func:`prepare` (it needs the class count).
+    ``noise`` is the noise config (a mapping with ``name``, and ``prefix`` / ``rate`` where it has them)
+    or its name. Precedence, lowest first: ``params`` < ``params_by_dataset[dataset]`` <
+    ``params_by_rate[dataset][level]`` (the listed level nearest the noise's rate, whatever its kind:
+    an official table given per noise level, so that ``noise=sym noise.rate=0.3`` or a human-noise file
+    takes its nearest level instead of a silent default) < ``params_by_noise[family]`` (a rate family's
+    prefix, e.g. ``asym``: every rate of it) < ``params_by_noise["<dataset>/<family>"]`` <
+    ``params_by_noise[noise]`` (any dataset) < ``params_by_noise["<dataset>/<noise>"]`` < ``params_cli``
+    (``method.params.<k>=`` on the command line). Values that are mappings merge key by key.
+    ``forget_rate: auto`` is left as is here and resolved from the noise config in :func:`prepare` (it
+    needs the class count).
     """
+    name, family, rate = _noise_key(noise)
     params = dict(mcfg.get("params") or {})
     by_noise = mcfg.get("params_by_noise") or {}
-    for layer in ((mcfg.get("params_by_dataset") or {}).get(dataset), by_noise.get(noise),
-                  by_noise.get(f"{dataset}/{noise}"), mcfg.get("params_cli")):
+    by_rate = (mcfg.get("params_by_rate") or {}).get(dataset) or {}
+    layers = [(mcfg.get("params_by_dataset") or {}).get(dataset)]
+    if by_rate and rate is not None:
+        layers.append(by_rate[nearest_level(by_rate, rate)])
+    if family is not None:
+        layers += [by_noise.get(family), by_noise.get(f"{dataset}/{family}")]
+    layers += [by_noise.get(name), by_noise.get(f"{dataset}/{name}"), mcfg.get("params_cli")]
+    for layer in layers:
         params = _merge(params, layer or {})
     return params
 
 
 def _check_params_by_noise(method: str, mcfg: dict) -> None:
-    """A misspelt params_by_noise key would silently do nothing: every key must name a noise config,
-    optionally prefixed by a dataset (``cifar10/sym0.8``)."""
+    """A misspelt params_by_noise / params_by_rate key would silently do nothing: every params_by_noise
+    key must name a noise config or a rate family (``asym``: every rate), optionally prefixed by a dataset
+    (``cifar10/sym0.8``); every params_by_rate key a dataset, and its levels rates in [0, 1]."""
     from .config import group_choices
 
     noises = group_choices("noise")
@@ -171,6 +214,20 @@ def _check_params_by_noise(method: str, mcfg: dict) -> None:
             raise ConfigError(f"method {method!r}: params_by_noise key {key!r} names no noise config "
                               f"(optionally '<dataset>/'); valid noises: {', '.join(noises)}; "
                               f"valid datasets: {', '.join(DATASETS.names())}")
+    for ds, levels in (mcfg.get("params_by_rate") or {}).items():
+        if ds not in DATASETS:
+            raise ConfigError(f"method {method!r}: params_by_rate key {ds!r} names no dataset; "
+                              f"valid datasets: {', '.join(DATASETS.names())}")
+        if not isinstance(levels, dict) or not levels:
+            raise ConfigError(f"method {method!r}: params_by_rate.{ds} must map noise levels to parameters, "
+                              f"e.g. {{0.2: {{lambda_u: 0}}}}; got {levels!r}")
+        for lv, vals in levels.items():
+            if isinstance(lv, bool) or not isinstance(lv, (int, float)) or not 0 <= float(lv) <= 1:
+                raise ConfigError(f"method {method!r}: params_by_rate.{ds} level {lv!r} is not a noise "
+                                  "rate in [0, 1]")
+            if not isinstance(vals, dict):
+                raise ConfigError(f"method {method!r}: params_by_rate.{ds}.{lv} must be a mapping of "
+                                  f"parameters; got {vals!r}")
 
 
 #: method parameters whose value ``auto`` means the noise config's expected rate (noise.expected_rate)
@@ -236,7 +293,7 @@ def build_spec(cfg) -> RunSpec:
     subset = protocol.pop("subset_per_class", None)
     train = TrainConfig(**protocol)
     _check_params_by_noise(method, mcfg)
-    params = resolve_method_params(mcfg, dataset, ncfg["name"])
+    params = resolve_method_params(mcfg, dataset, ncfg)
     check_method_params(method, params)
     headline = check_headline(str(mcfg.get("headline", "ensemble")), METHODS.get(method).num_networks)
     from .noise import NOISE

@@ -180,9 +180,9 @@ def test_yaml_resolves_the_official_table_per_dataset_and_noise(method, cls):
 @pytest.mark.parametrize("method", ["dividemix", "gss_ssl"])
 def test_every_cifar_noise_takes_the_nearest_listed_lambda_u(method):
     """The official table lists lambda_u at sym 20/50/80/90% (methods.md 2.6); every other symmetric,
-    instance-dependent or human noise config takes the value of the level nearest its rate, and every
-    class-dependent flip (asym) 0. Checked over all shipped noise configs, so a new one that lacks its
-    entry fails here instead of running at the wrong lambda_u."""
+    instance-dependent or human noise config takes the value of the level nearest its rate
+    (``params_by_rate``), and every class-dependent flip (asym) 0. Checked over all shipped noise
+    configs, so that a new one cannot run at the wrong lambda_u (a command-line rate: test_doors.py)."""
     from omegaconf import OmegaConf
 
     from nlbench.hydra_setup import CONF_DIR

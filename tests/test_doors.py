@@ -38,6 +38,46 @@ def test_resolve_method_params_precedence():
     assert resolve_method_params(mcfg, "cifar10", "sym0.4")["d"] == 2
 
 
+def test_rate_levels_and_families_sit_between_dataset_and_named_noise():
+    mcfg = {"params": {"a": 1, "b": 1, "c": 1, "d": 1},
+            "params_by_dataset": {"cifar10": {"a": 2, "b": 2, "c": 2, "d": 2}},
+            "params_by_rate": {"cifar10": {0.2: {"b": 3, "c": 3, "d": 3}, 0.5: {"b": 4, "c": 4, "d": 4}}},
+            "params_by_noise": {"asym": {"c": 5, "d": 5}, "cifar10/asym": {"d": 6}, "asym0.4": {"d": 7}}}
+    noise = lambda prefix, rate: {"name": f"{prefix}{rate:g}", "prefix": prefix, "rate": rate}
+    # the level nearest the rate; a tie (0.35) goes to the higher level
+    assert [resolve_method_params(mcfg, "cifar10", noise("sym", r))["b"] for r in (0.0, 0.3, 0.35, 0.4, 0.9)] \
+        == [3, 3, 4, 4, 4]
+    # a family key covers every rate of it, above the level, below the named noise
+    assert resolve_method_params(mcfg, "cifar10", noise("asym", 0.3)) == {"a": 2, "b": 3, "c": 5, "d": 6}
+    assert resolve_method_params(mcfg, "cifar10", noise("asym", 0.4))["d"] == 7
+    assert resolve_method_params(mcfg, "cifar100", noise("asym", 0.3)) == {"a": 1, "b": 1, "c": 5, "d": 5}
+    # a name alone: a rate family's name gives its rate, another name its conf/noise file's rate
+    assert resolve_method_params(mcfg, "cifar10", "sym0.45")["b"] == 4
+    assert resolve_method_params(mcfg, "cifar10", "c10n_aggre")["b"] == 3       # 9.0% -> the 20% level
+    assert resolve_method_params(mcfg, "cifar10", "c10n_worse")["b"] == 4       # 40.2% -> the 50% level
+
+
+@pytest.mark.parametrize("method, overrides, key, want", [
+    # DivideMix's official table at a rate given on the command line: the nearest listed level
+    ("dividemix", ["dataset=cifar10", "noise=sym", "noise.rate=0.3"], "lambda_u", 0),
+    ("dividemix", ["dataset=cifar10", "noise=sym", "noise.rate=0.35"], "lambda_u", 25),
+    ("dividemix", ["dataset=cifar100", "noise=sym", "noise.rate=0.3"], "lambda_u", 25),
+    ("dividemix", ["dataset=cifar10", "noise=sym", "noise.rate=0.88"], "p_threshold", 0.6),
+    ("dividemix", ["dataset=cifar10", "noise=idn", "noise.rate=0.25"], "lambda_u", 0),
+    ("gss_ssl", ["dataset=cifar10", "noise=symo", "noise.rate=0.3"], "lambda_u", 0),
+    # class-dependent flips at any rate: DivideMix's asym entry, ELR+'s asym config, JoCoR's 0.9
+    ("dividemix", ["dataset=cifar10", "noise=asym", "noise.rate=0.35"], "conf_penalty", True),
+    ("dividemix", ["dataset=cifar10", "noise=asym", "noise.rate=0.35"], "lambda_u", 0),
+    ("elr_plus", ["dataset=cifar10", "noise=asym", "noise.rate=0.35"], "lam", 1.0),
+    ("elr_plus", ["dataset=cifar10", "noise=sym", "noise.rate=0.35"], "lam", 3.0),
+    ("jocor", ["dataset=cifar10", "noise=sym", "noise.rate=0.7"], "co_lambda", 0.65),
+    ("jocor", ["dataset=cifar10", "noise=sym", "noise.rate=0.6"], "co_lambda", 0.9),
+    ("jocor", ["dataset=cifar10", "noise=asym", "noise.rate=0.7"], "co_lambda", 0.9),
+])
+def test_a_command_line_rate_takes_its_nearest_official_setting(method, overrides, key, want):
+    assert spec(f"method={method}", *overrides).method_params[key] == want
+
+
 def test_jocor_lambda_per_dataset_and_noise_and_command_line_wins():
     lam = lambda *o: spec("method=jocor", *o).method_params["co_lambda"]
     assert lam("dataset=cifar10", "noise=sym0.4") == 0.9
@@ -53,10 +93,18 @@ def test_jocor_lambda_per_dataset_and_noise_and_command_line_wins():
 
 
 def test_params_by_noise_key_must_name_a_noise():
-    _check_params_by_noise("m", {"params_by_noise": {"sym0.8": {}, "cifar10/asym0.4": {}}})
-    for bad in ("sym0.33", "cifar11/sym0.8"):
+    _check_params_by_noise("m", {"params_by_noise": {"sym0.8": {}, "cifar10/asym0.4": {}, "cifar10/asym": {}},
+                                 "params_by_rate": {"cifar10": {0.2: {}, 1: {}}}})
+    for bad in ("sym0.33", "cifar11/sym0.8", "asymm"):
         with pytest.raises(ConfigError, match=f"params_by_noise key '{bad}'.*valid noises"):
             _check_params_by_noise("m", {"params_by_noise": {bad: {}}})
+    for by_rate, msg in [({"cifar11": {0.2: {}}}, "params_by_rate key 'cifar11' names no dataset.*valid datasets"),
+                         ({"cifar10": {1.5: {}}}, "level 1.5 is not a noise rate"),
+                         ({"cifar10": {"high": {}}}, "level 'high' is not a noise rate"),
+                         ({"cifar10": {0.2: 3}}, r"params_by_rate.cifar10.0.2 must be a mapping"),
+                         ({"cifar10": {}}, "must map noise levels to parameters")]:
+        with pytest.raises(ConfigError, match=msg):
+            _check_params_by_noise("m", {"params_by_rate": by_rate})
 
 
 # ------------------------------------------------------------------------------ expected rate
