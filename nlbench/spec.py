@@ -224,7 +224,7 @@ def _check_params_by_noise(method: str, mcfg: dict) -> None:
         for lv, vals in levels.items():
             if isinstance(lv, bool) or not isinstance(lv, (int, float)) or not 0 <= float(lv) <= 1:
                 raise ConfigError(f"method {method!r}: params_by_rate.{ds} level {lv!r} is not a noise "
-                                  "rate in [0, 1]")
+                                  "rate in [0, 1] (an unquoted number, e.g. 0.2)")
             if not isinstance(vals, dict):
                 raise ConfigError(f"method {method!r}: params_by_rate.{ds}.{lv} must be a mapping of "
                                   f"parameters; got {vals!r}")
