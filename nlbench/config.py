@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 from .experiments import SWEEPS_KEY
-from .hydra_setup import CONF_DIR, RATE_FAMILIES, register_resolvers
+from .hydra_setup import CONF_DIR, RATE_FAMILIES, register_resolvers, split_noise_name
 from .registry import ConfigError, did_you_mean
 
 GROUPS = ("method", "dataset", "noise", "backbone", "scale", "experiment")
@@ -50,8 +50,8 @@ def compose(overrides: list[str]):
         if key in GROUPS and val and val not in group_choices(key, overrides):
             if key == "method":
                 check_method_source(val, overrides)
-            fam = re.match(rf"^({'|'.join(sorted(RATE_FAMILIES, key=len, reverse=True))})([0-9.]+)$", val)
-            hint = f"; for any rate use noise={fam.group(1)} noise.rate={fam.group(2)}" if key == "noise" and fam else ""
+            fam = split_noise_name(val)
+            hint = f"; for any rate use noise={fam[0]} noise.rate={fam[1]}" if key == "noise" and fam else ""
             choices = group_choices(key, overrides)
             raise ConfigError(f"unknown {key} {val!r}{'' if hint else did_you_mean(val, choices)}; "
                               f"valid choices: {', '.join(choices)}{hint}")

@@ -18,6 +18,15 @@ RATE_FAMILIES = {"sym": "sym", "symo": "sym_other", "asym": "asym", "asym_super"
                  "pair": "pairflip", "idn": "idn"}
 
 
+def split_noise_name(name: str) -> tuple[str, str] | None:
+    """``split_noise_name("sym0.3") == ("sym", "0.3")``: a rate family's prefix and the rate as written
+    (the inverse of :func:`noise_name`); None for a name outside the rate families (``clean``)."""
+    import re
+
+    m = re.match(rf"^({'|'.join(sorted(RATE_FAMILIES, key=len, reverse=True))})([0-9.]+)$", str(name))
+    return (m.group(1), m.group(2)) if m else None
+
+
 def noise_name(prefix: str, rate) -> str:
     """``noise_name("sym", 0.3) == "sym0.3"``: the prefix and the rate in its shortest form (``:g``)."""
     try:

@@ -148,15 +148,15 @@ def _noise_key(noise) -> tuple[str, str | None, float | None]:
     or as a name alone: a rate family's name (``sym0.3``) gives its family and rate, another name
     (``clean``, ``c10n_aggre``) the rate of its file in ``conf/noise/`` (none for an unknown name, so
     only its own ``params_by_noise`` entries apply)."""
-    from .hydra_setup import CONF_DIR, RATE_FAMILIES
+    from .hydra_setup import CONF_DIR, split_noise_name
 
     if isinstance(noise, str):
-        for prefix in sorted(RATE_FAMILIES, key=len, reverse=True):   # asym_super before asym
-            if noise.startswith(prefix):
-                try:
-                    return noise, prefix, float(noise[len(prefix):])
-                except ValueError:
-                    continue
+        family = split_noise_name(noise)
+        if family:
+            try:
+                return noise, family[0], float(family[1])
+            except ValueError:          # "sym0.3.1": no rate, so only its name's entries apply
+                return noise, None, None
         path = CONF_DIR / "noise" / f"{noise}.yaml"
         if not path.is_file():
             return noise, None, None
