@@ -8,6 +8,7 @@ a default). :func:`check_noise_name` refuses a name that disagrees (an explicit 
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from .registry import ConfigError
@@ -20,10 +21,9 @@ RATE_FAMILIES = {"sym": "sym", "symo": "sym_other", "asym": "asym", "asym_super"
 
 def split_noise_name(name: str) -> tuple[str, str] | None:
     """``split_noise_name("sym0.3") == ("sym", "0.3")``: a rate family's prefix and the rate as written
-    (the inverse of :func:`noise_name`); None for a name outside the rate families (``clean``)."""
-    import re
-
-    m = re.match(rf"^({'|'.join(sorted(RATE_FAMILIES, key=len, reverse=True))})([0-9.]+)$", str(name))
+    (the inverse of :func:`noise_name`); None for a name outside the rate families (``clean``) or whose
+    tail is not a number (``sym0.3.1``)."""
+    m = re.match(rf"^({'|'.join(sorted(RATE_FAMILIES, key=len, reverse=True))})([0-9]*\.?[0-9]+)$", str(name))
     return (m.group(1), m.group(2)) if m else None
 
 

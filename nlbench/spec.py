@@ -153,10 +153,7 @@ def _noise_key(noise) -> tuple[str, str | None, float | None]:
     if isinstance(noise, str):
         family = split_noise_name(noise)
         if family:
-            try:
-                return noise, family[0], float(family[1])
-            except ValueError:          # "sym0.3.1": no rate, so only its name's entries apply
-                return noise, None, None
+            return noise, family[0], float(family[1])
         path = CONF_DIR / "noise" / f"{noise}.yaml"
         if not path.is_file():
             return noise, None, None
