@@ -7,6 +7,7 @@ writes the record atomically; ``write_failure`` records a run that raised. The c
 """
 from __future__ import annotations
 
+import hashlib
 import platform
 import subprocess
 import sys
@@ -40,9 +41,17 @@ def _git(root: Path | None = None) -> dict:
             return unknown
         status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
                                 capture_output=True, text=True, timeout=10)
+        dirty = bool(status.stdout.strip()) if status.returncode == 0 else None
+        out = {"commit": lines[1], "dirty": dirty}
+        if dirty:   # the code a dirty run used is recorded nowhere: keep at least a fingerprint of the changes
+            diff = subprocess.run(["git", "diff", "HEAD", "--no-ext-diff", "--binary"], cwd=root,
+                                  capture_output=True, timeout=30)
+            if diff.returncode == 0:
+                out["diff_sha256"] = hashlib.sha256(diff.stdout).hexdigest()
+                out["diff_files"] = [ln[3:] for ln in status.stdout.splitlines() if len(ln) > 3]
     except (OSError, subprocess.SubprocessError):
         return unknown
-    return {"commit": lines[1], "dirty": bool(status.stdout.strip()) if status.returncode == 0 else None}
+    return out
 
 
 def _versions(device: torch.device) -> dict:

@@ -4,6 +4,7 @@ an experiment, a short ``runs`` table, outside methods that fail with their own 
 labelled in the report, plain messages, and a full checkpoint disk that ends a run in one line."""
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -73,7 +74,14 @@ def test_a_copy_without_git_records_null_commit_and_null_dirty(tmp_path):
     clean = _git(repo)
     assert len(clean["commit"]) == 40 and clean["dirty"] is False
     (repo / "f.txt").write_text("changed")
-    assert _git(repo) == {"commit": clean["commit"], "dirty": True}
+    dirty = _git(repo)
+    assert {k: dirty[k] for k in ("commit", "dirty")} == {"commit": clean["commit"], "dirty": True}
+    # a dirty run keeps a fingerprint of its uncommitted changes: the sha256 of `git diff HEAD`
+    diff = subprocess.run(["git", "-C", str(repo), "diff", "HEAD", "--no-ext-diff", "--binary"],
+                          capture_output=True, check=True).stdout
+    assert dirty["diff_sha256"] == hashlib.sha256(diff).hexdigest() and dirty["diff_files"] == ["f.txt"]
+    (repo / "f.txt").write_text("changed otherwise")
+    assert _git(repo)["diff_sha256"] != dirty["diff_sha256"]
 
 
 def test_validate_and_run_name_the_data_copy_once(cli, tmp_results):

@@ -115,10 +115,12 @@ def test_estimated_rate_against_truth_and_told(beyond):
 def test_collapsed_runs_are_counted_and_chance_cells_never_bold(tmp_path):
     res = tmp_path / "results"
     paths = []
-    for s in range(3):   # GSS-SSL at chance, two of three runs collapsed
-        paths.append(write_record(res, method="gss_ssl", dataset="cifar10", noise="sym0.8", seed=s, acc_last=10.0 + s))
-    for s, a in enumerate([30.0, 31.0]):
+    # seeds 1-3: seed 0 at sym0.8 chose GSS-SSL's and DivideMix's defaults (conf/protocol.yaml)
+    for s in range(1, 4):   # GSS-SSL at chance, two of three runs collapsed
+        paths.append(write_record(res, method="gss_ssl", dataset="cifar10", noise="sym0.8", seed=s, acc_last=9.0 + s))
+    for s, a in zip(range(1, 4), [30.0, 31.0, 30.5]):
         write_record(res, method="dividemix", dataset="cifar10", noise="sym0.8", seed=s, acc_last=a)
+        write_record(res, method="gce", dataset="cifar10", noise="sym0.8", seed=s, acc_last=a - 10)
     write_record(res, method="ce", dataset="cifar10", noise="asym0.4", seed=0, acc_last=12.0)   # alone, at chance
     for p in paths[:2]:
         rec = json.loads(p.read_text())
@@ -131,12 +133,12 @@ def test_collapsed_runs_are_counted_and_chance_cells_never_bold(tmp_path):
     gss = next(line for line in md.splitlines() if line.startswith("| GSS-SSL |"))
     dm = next(line for line in md.splitlines() if line.startswith("| DivideMix |"))
     ce = next(line for line in md.splitlines() if line.startswith("| CE |"))
-    assert "11.00 ± 1.00 (3/5)* ‡2" in gss and "**" not in gss          # counted, never bold
-    assert "**30.50 ± 0.71**" in dm                                      # the best real cell
+    assert "11.00 (8.52–13.48, n=3 of 5, 1 draw)* ‡2" in gss and "**" not in gss   # counted, never bold
+    assert "**30.50** (29.26–31.74, n=3 of 5, 1 draw)*" in dm    # the best real cell, 10 above GCE on each seed
     assert "12.00" in ce and "**" not in ce                              # chance level (K = 10): not bold
     rows = [r for r in _rows(out / "table3_cpu.csv") if r["dataset"] == "cifar10" and r["noise"] == "sym0.8"]
     assert next(r for r in rows if r["method"] == "gss_ssl")["n_collapsed"] == "2"
-    assert "partial: 6 of 350 runs, 3 of 10 methods" in md
+    assert "partial: 10 of 350 runs, 4 of 10 methods" in md
 
 
 def test_missing_run_commands_keep_the_users_data_dir(tmp_path):
@@ -155,7 +157,7 @@ def test_missing_run_commands_keep_the_users_data_dir(tmp_path):
 
 def test_variants_ranked_on_noisy_validation_never_on_test(tmp_path):
     """A method's variants are ranked by mean noisy validation accuracy over the noise settings the most
-    variants share (seeds first, then settings); a collapsed one is out, an incomplete one unranked, equal
+    variants share (seeds first, then settings), each on the runs every variant has; a collapsed one is out, an incomplete one unranked, equal
     scores share a rank, and the test set is ranked beside without choosing."""
     res = tmp_path / "results"
 
@@ -164,7 +166,7 @@ def test_variants_ranked_on_noisy_validation_never_on_test(tmp_path):
                             val_last=val, num_val=400, **kw)
 
     d0 = w("sym0.4", 0, 40.0, 60.0)
-    w("sym0.4", 1, 42.0, 60.0), w("sym0.8", 0, 20.0, 20.0)                                 # default: 30.5
+    w("sym0.4", 1, 42.0, 60.0), w("sym0.8", 0, 20.0, 20.0)     # default: 30.0 (its seed 1 is not shared: out)
     lam = json.loads(d0.read_text())["effective"]["method_params"]["lambda1"]
     a = {"params": {"lambda1": 0.1}}
     w("sym0.4", 0, 44.0, 50.0, **a), w("sym0.8", 0, 18.0, 24.0, **a)                       # 31.0, test 37
@@ -186,7 +188,8 @@ def test_variants_ranked_on_noisy_validation_never_on_test(tmp_path):
     default = next(k for k in rows if k[0] == "gss_sb" and k[1].startswith("default"))
     assert default[1] == f"default (lambda1={lam})" and lam not in (0.1, 0.3, 0.4)
     assert {x["ranked_on"] for x in rows.values() if x["method"] == "gss_sb"} == {"sym0.4 sym0.8"}
-    assert float(rows[default]["val_mean"]) == pytest.approx(30.5)            # (mean(40, 42) + 20) / 2
+    # candidates are compared on the same runs: the default's seed 1 at sym0.4 has no rival, so (40 + 20) / 2
+    assert float(rows[default]["val_mean"]) == pytest.approx(30.0)
     assert float(rows[default]["test_mean"]) == pytest.approx(40.0)
     assert float(rows["gss_sb", "lambda1=0.1"]["val_mean"]) == pytest.approx(31.0)
     assert (rows["gss_sb", "lambda1=0.1"]["rank"], rows[default]["rank"]) == ("1", "2")
@@ -195,10 +198,11 @@ def test_variants_ranked_on_noisy_validation_never_on_test(tmp_path):
     assert rows["gss_sb", "lambda1=0.4"]["rank"] == "" and rows["gss_sb", "lambda1=0.4"]["val_mean"] == ""
     # the split's sampling error: per setting the runs' binomial SE over sqrt(runs), combined, halved
     se = lambda p: 100 * (p / 100 * (1 - p / 100) / 400) ** 0.5                              # noqa: E731
-    s4 = (se(40.0) + se(42.0)) / 2 / 2 ** 0.5
-    assert float(rows[default]["split_se"]) == pytest.approx((s4 ** 2 + se(20.0) ** 2) ** 0.5 / 2, abs=1e-3)
+    assert float(rows[default]["split_se"]) == pytest.approx((se(40.0) ** 2 + se(20.0) ** 2) ** 0.5 / 2, abs=1e-3)
     md = (out / "selection.md").read_text()
-    assert f"chooses **lambda1=0.1** (31.00); next default (lambda1={lam}) (30.50): a gap of 0.50 points, within" in md
+    assert f"chooses **lambda1=0.1** (31.00); next default (lambda1={lam}) (30.00): a gap of 1.00 points, within" in md
+    assert "Compared on the same runs: sym0.4: noise_seed 0 seed 0; sym0.8: noise_seed 0 seed 0; asym0.4: " \
+           "noise_seed 0 seed 0." in md
     assert "The test set ranks it 2 of 2." in md
     assert "| noisy val asym0.4 (not ranked on) |" in md and "ranked on sym0.4, sym0.8**" in md
     assert rows["gss_sb", "lambda1=0.1"]["runs"] == "sym0.4:1 sym0.8:1 asym0.4:1"

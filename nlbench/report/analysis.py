@@ -285,6 +285,13 @@ def _default_label(per_noise: dict, variants: dict) -> str:
     return "default" + (f" ({', '.join(vals)})" if vals else "")
 
 
+def _pairs_words(pairs) -> str:
+    by = defaultdict(list)
+    for ns, sd in sorted(pairs):
+        by[ns].append(sd)
+    return ", ".join(f"noise_seed {ns} seed {'/'.join(map(str, sds))}" for ns, sds in sorted(by.items()))
+
+
 def _binomial_se(acc_pct: float | None, n) -> float | None:
     """The standard error (points) of an accuracy of ``acc_pct`` % measured on ``n`` samples."""
     if acc_pct is None or not isinstance(n, int) or n <= 0:
@@ -318,11 +325,19 @@ def selection_section(runs: list[Run], w: Writer) -> list[Section]:
         if top < 2:
             continue
         order = lambda n: noise_sort_key(example[n])   # noqa: E731
-        on = sorted((n for n in cover if cover[n] == top), key=order)
-        shown = sorted((n for n in cover if cover[n] >= 2), key=order)   # + settings fewer variants have run
+        # candidates are compared on the same runs: per setting, only the (noise_seed, seed) pairs every
+        # variant that ran it has (a variant's extra seeds are counted beside, never in the score)
+        common = {}
+        for n in cover:
+            sets = [{r.pair for r in pn[n]} for pn in variants.values() if n in pn]
+            common[n] = set.intersection(*sets)
+        on = sorted((n for n in cover if cover[n] == top and common[n]), key=order)
+        shown = sorted((n for n in cover if cover[n] >= 2 and common[n]), key=order)   # + settings fewer variants ran
+        if not on:
+            continue
         rows = []
         for diff, per_noise in variants.items():
-            cells = {n: per_noise[n] for n in shown if n in per_noise}
+            cells = {n: [r for r in per_noise[n] if r.pair in common[n]] for n in shown if n in per_noise}
             val = {n: _mean(r.value("val_top1") for r in rs) for n, rs in cells.items()}
             test = {n: _mean(r.acc_last for r in rs) for n, rs in cells.items()}
             ranked_cells = {n: cells[n] for n in on if n in cells}
@@ -382,13 +397,16 @@ def selection_section(runs: list[Run], w: Writer) -> list[Section]:
             verdict = f"Only {ranked[0]['label']} can be ranked here."
         else:
             verdict = "No variant can be ranked here."
-        blocks.append(f"**{title}** (runs per setting in brackets)\n\n" + md_table(head, table) + "\n\n" + verdict)
+        blocks.append(f"**{title}** (runs per setting in brackets)\n\n" + md_table(head, table) + "\n\n" + verdict
+                      + "\n\nCompared on the same runs: " + "; ".join(
+                          f"{n}: {_pairs_words(common[n])}" for n in shown) + ".")
     if not blocks:
         return []
     md = ("A method's variants (settings that differ from its default) ranked as a user without clean labels "
           "would: by the last-epoch accuracy (%) on the **noisy** validation split, the mean over seeds and "
           "then over the noise settings the most variants have run. A variant with a collapsed run there is "
-          "out; one not run on every such setting is listed unranked. The split SE is the binomial sampling "
+          "out; one not run on every such setting is listed unranked. Every candidate is scored on the same runs: "
+          "per setting, only the (noise_seed, seed) pairs that all of them ran. The split SE is the binomial sampling "
           "error of that mean alone; seeds spread further. The last-epoch test accuracy over the same "
           "settings is ranked beside it and chooses nothing.\n\n" + "\n\n".join(blocks))
     w.result.tables["selection.md"] = md

@@ -99,6 +99,7 @@ class Expected:
     dataset: str
     noise: str
     seed: int
+    noise_seed: int = 0
 
     @property
     def cell(self) -> tuple:
@@ -112,7 +113,8 @@ def expected_runs(experiment: str, scale: str) -> list[Expected]:
         if not all(k in d for k in ("method", "dataset", "noise", "seed")):
             raise ConfigError(f"experiment {experiment!r} must name method, dataset, noise and seed in its "
                               f"grid (the report groups on them); got {' '.join(combo)}")
-        out.append(Expected(combo, d["method"], d["dataset"], d["noise"], int(d["seed"])))
+        out.append(Expected(combo, d["method"], d["dataset"], d["noise"], int(d["seed"]),
+                            int(d.get("noise_seed", 0))))
     return out
 
 
@@ -147,10 +149,30 @@ class Cell:
     metric: str = "acc_last"
     variant: str = ""
     note: str = ""
+    rule: str | None = None     # scoring rule of acc_last / acc_best (Run.acc); None: the record's own headline
+    min_draws: int = 1          # noise draws (noise_seed values) a complete cell spans
+
+    def _value(self, r: Run) -> float | None:
+        if self.rule and self.metric in ("acc_last", "acc_best"):
+            return r.acc(self.rule, "last" if self.metric == "acc_last" else "best")
+        return r.value(self.metric)
 
     @property
     def values(self) -> list[float]:
-        return [v for v in (r.value(self.metric) for r in self.runs if r.ok) if v is not None]
+        return [v for v in (self._value(r) for r in self.runs if r.ok) if v is not None]
+
+    @property
+    def draws(self) -> list[int]:
+        """The noise draws (noise_seed values) of the completed runs."""
+        return sorted({r.noise_seed for r in self.runs if r.ok and self._value(r) is not None})
+
+    @property
+    def ci(self) -> float | None:
+        """Half-width of the 95% Student's t interval of the mean over runs (None under two runs)."""
+        from .protocol import mean_ci
+
+        v = self.values
+        return mean_ci(v)[1] if len(v) >= 2 else None
 
     @property
     def n(self) -> int:
@@ -185,7 +207,7 @@ class Cell:
 
     @property
     def short(self) -> bool:
-        return self.asked is not None and self.n < self.asked
+        return (self.asked is not None and self.n < self.asked) or len(self.draws) < self.min_draws
 
     @property
     def seeds(self) -> list[int]:
@@ -203,7 +225,7 @@ def split_versions(runs: list[Run]) -> list[tuple[str, list[Run], str]]:
 
     by_seed = defaultdict(list)
     for r in runs:
-        by_seed[r.seed].append(r)
+        by_seed[r.pair].append(r)
     if all(len({number(r) for r in rs}) == 1 for rs in by_seed.values()):
         uniq = [rs[0] for _, rs in sorted(by_seed.items())]
         builds = sorted({r.build for r in runs})

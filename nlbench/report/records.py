@@ -17,6 +17,11 @@ NOISE_KIND_ORDER = ["clean", "sym", "sym_other", "asym", "asym_super", "pairflip
 DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "clothing1m": "Clothing1M",
                  "webvision": "WebVision", "digits": "digits"}
 HEADLINE = "last-epoch test accuracy (%)"
+#: scoring rule -> the history key that holds a several-network run's accuracy under it
+SCORING_RULES = {"ensemble": "test_top1_ensemble", "single": "test_top1_mean_nets"}
+RULE_WORDS = {"ensemble": "several-network methods scored on their ensemble (the sum of the networks' logits)",
+              "single": "several-network methods scored as a single network (the mean of the networks' own "
+                        "accuracies)"}
 
 
 def method_name(m: str) -> str:
@@ -46,6 +51,28 @@ class Run:
     data_label: str
     build: str                  # git commit (10 chars), "+dirty" when the tree had changes
     device: str
+    noise_seed: int = 0         # the noisy-label draw (and the scale=cpu subset); records before the key: 0
+    dirty: bool | None = None   # made from a tree with uncommitted changes (None: unknown, e.g. no git)
+    exclusion_reason: str | None = None   # set by the report: why it may not enter a headline cell
+
+    def acc(self, rule: str = "ensemble", when: str = "last") -> float | None:
+        """Test accuracy (%) at the last epoch (``when="last"``) or the best evaluated one (``"best"``) under
+        a scoring rule (docs/protocol.md): ``ensemble`` scores a several-network method on all of its
+        networks together (``test_top1_ensemble``), ``single`` on the mean of the networks' own accuracies
+        (``test_top1_mean_nets``); a one-network run has neither key and both rules give its
+        ``final.acc_last`` / ``acc_best``."""
+        if rule not in SCORING_RULES:
+            raise ValueError(f"unknown scoring rule {rule!r}; valid choices: {', '.join(SCORING_RULES)}")
+        key = SCORING_RULES[rule]
+        vals = [(h.get("epoch"), num(h.get(key))) for h in self.history if num(h.get(key)) is not None]
+        if not vals:
+            return self.acc_last if when == "last" else self.acc_best
+        return vals[-1][1] if when == "last" else max(v for _, v in vals)
+
+    @property
+    def pair(self) -> tuple[int, int]:
+        """(noise_seed, seed): two methods' runs on the same pair share labels, subset and init draw."""
+        return (self.noise_seed, self.seed)
 
     @property
     def effective(self) -> dict:
@@ -119,6 +146,10 @@ def scale_description(scale: str, runs: list[Run]) -> str:
 
 def num(v) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+
+def _int(v, default: int) -> int:
+    return v if isinstance(v, int) and not isinstance(v, bool) else default
 
 
 def provenance(rec: dict) -> tuple[str, str]:
@@ -197,7 +228,8 @@ def load_runs(results_dir: str | Path) -> tuple[list[Run], list[tuple[str, str]]
                         noise_kind=str(rec["noise"].get("kind", "")), seed=rec["seed"], status=rec["status"],
                         acc_last=num(fin.get("acc_last")), acc_best=num(fin.get("acc_best")),
                         data_tag=tag, data_label=label, build=build,
-                        device=str((rec.get("versions") or {}).get("device", "unknown"))))
+                        device=str((rec.get("versions") or {}).get("device", "unknown")),
+                        noise_seed=_int(rec.get("noise_seed"), 0), dirty=git.get("dirty")))
     return runs, skipped
 
 

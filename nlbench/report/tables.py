@@ -11,20 +11,28 @@ from importlib import resources
 
 from .cells import Cell, Index, config_diff, expected_runs, split_versions
 from .output import Section, Writer, missing_md, row_label
-from .records import DATASET_NAMES, HEADLINE, NOISE_KIND_ORDER, Run, method_name, method_sort_key, num, scale_description
+from .records import (DATASET_NAMES, HEADLINE, NOISE_KIND_ORDER, RULE_WORDS, SCORING_RULES, Run, method_name,
+                      method_sort_key, num, scale_description)
 
 
 def cell_text(c: Cell | None, *, paper: tuple | None, bold: bool, tex: bool = False, show_paper: bool) -> str:
-    pm = "$\\pm$" if tex else "±"
+    """``mean (lo–hi, n=k)``: the mean over runs, its 95% Student's t interval, the run count (``n=k of
+    K*`` when the cell is short of the protocol); ``[x]`` the paper's value."""
+    dash = "--" if tex else "—"
     if c is None or (c.n == 0 and c.n_diverged == 0):
-        ours = "--" if tex else "—"
+        ours = dash
     elif c.n == 0:
         ours = f"diverged ({c.n_diverged})"
     else:
-        ours = f"{c.mean:.2f}" + (f" {pm} {c.std:.2f}" if c.std is not None else "")
+        ours = f"{c.mean:.2f}"
         if bold:
             ours = f"\\textbf{{{ours}}}" if tex else f"**{ours}**"
-        ours += f" ({c.n}/{c.asked})" + ("$^{*}$" if tex else "*") if c.short else f" ({c.n})"
+        h = c.ci
+        inner = (f"{c.mean - h:.2f}{'--' if tex else '–'}{c.mean + h:.2f}, " if h is not None else "") + f"n={c.n}"
+        if c.short:
+            inner += (f" of {c.asked}" if c.asked is not None and c.n < c.asked else "") + \
+                     (f", {len(c.draws)} draw" if len(c.draws) < c.min_draws else "")
+        ours += f" ({inner})" + (("$^{*}$" if tex else "*") if c.short else "")
         if c.n_diverged:
             ours += f"$^{{\\dagger{c.n_diverged}}}$" if tex else f" †{c.n_diverged}"
         if c.n_collapsed:
@@ -179,29 +187,120 @@ def paper_values() -> dict:
     return out
 
 
+def _fill_order(e) -> tuple:
+    """The order in which a short cell's missing runs are listed: seed by seed, each on both draws."""
+    return (e.seed, e.noise_seed)
+
+
+def _needed(missing: list, have: list[Run], min_runs: int, min_draws: int) -> list:
+    """The fewest of a short cell's missing runs (in :func:`_fill_order`) that would complete it."""
+    n, draws, out = len(have), {r.noise_seed for r in have}, []
+    for e in sorted(missing, key=_fill_order):
+        if n >= min_runs and len(draws) >= min_draws:
+            break
+        if n >= min_runs - (min_draws - len(draws)) and e.noise_seed in draws and len(draws) < min_draws:
+            continue   # the last places go to a draw the cell lacks
+        out.append(e)
+        n += 1
+        draws.add(e.noise_seed)
+    return out
+
+
+def _pairs_text(runs: list[Run]) -> str:
+    by = defaultdict(list)
+    for r in runs:
+        by[r.noise_seed].append(r.seed)
+    return "; ".join(f"noise_seed {ns}: seed {', '.join(map(str, sorted(s)))}" for ns, s in sorted(by.items()))
+
+
+def _exclusion_note(out: list[Run]) -> str:
+    sel = [r for r in out if r.exclusion_reason == "selection"]
+    dirty = [r for r in out if r.exclusion_reason == "dirty"]
+    parts = []
+    if sel:
+        parts.append(f"left out: {len(sel)} run{'s' * (len(sel) > 1)} that chose this method's default "
+                     f"({_pairs_text(sel)}; conf/protocol.yaml)")
+    if dirty:
+        parts.append(f"left out: {len(dirty)} run{'s' * (len(dirty) > 1)} from an uncommitted tree "
+                     f"({_pairs_text(dirty)}; rerun at a clean commit with force=true)")
+    return "; ".join(parts)
+
+
+def best_resolved(cells: dict, rule: str) -> set:
+    """Keys of the cells to bold in a column: the highest mean, only when its paired difference against
+    every other eligible cell of the column is resolved (the 95% t interval over shared runs excludes 0).
+    Chance-level and single-run cells are never bold, nor a cell with no other eligible cell beside it."""
+    from .protocol import paired
+
+    ok = {k: c for k, c in cells.items() if c.mean is not None and c.n >= 2 and not chance_level(c)}
+    if len(ok) < 2:   # nothing to be the best of
+        return set()
+    top = max(ok, key=lambda k: ok[k].mean)
+    for k, c in ok.items():
+        if k != top and paired(ok[top].runs, c.runs, rule).sign != 1:
+            return set()
+    return {top}
+
+
 def table_section(spec: TableSpec, scale: str, index: Index, paper: dict, w: Writer,
-                     results_arg: str) -> Section:
+                  results_arg: str) -> Section:
+    """One paper table at one scale, under the protocol (conf/protocol.yaml): the headline scoring rule's
+    table with its ranking against the paper, and the other rule's table beside it. A selection run of a
+    method or a record from an uncommitted tree is left out of its cell and named in the cell's note."""
+    from .protocol import load_protocol
+
+    proto = load_protocol()
     res = w.result
     expected = expected_runs(spec.experiment, scale)
+    min_runs, min_draws = proto.min_runs(spec.experiment), proto.min_draws(spec.experiment)
     asked = defaultdict(int)
     matched: dict[tuple, list[Run]] = defaultdict(list)
-    missing, unavailable = [], {}
+    excluded: dict[tuple, list[Run]] = defaultdict(list)
+    absent: dict[tuple, list] = defaultdict(list)
+    unavailable = {}
     for e in expected:
-        asked[(e.method, e.dataset, e.noise)] += 1
+        key = (e.method, e.dataset, e.noise)
+        asked[key] += 1
         runs, err = index.match(e, scale)
         if err:
             unavailable[e.method] = err
-        if runs:
-            matched[(e.method, e.dataset, e.noise)] += runs
-            res.used.update(r.path for r in runs)
-        else:
-            missing.append(e)
+        res.used.update(r.path for r in runs)
+        for r in runs:
+            r.exclusion_reason = proto.exclusion(r)
+        keep = [r for r in runs if r.exclusion_reason is None]
+        excluded[key] += [r for r in runs if r.exclusion_reason]
+        matched[key] += keep
+        if not runs:
+            absent[key].append(e)
+    if min_runs:   # list only what completes each short cell, in fill order
+        missing = [e for key, es in absent.items()
+                   for e in _needed(es, [r for r in matched[key] if r.ok], min_runs, min_draws)]
+    else:
+        missing = [e for es in absent.values() for e in es]
+    missing.sort(key=lambda e: expected.index(e))
     res.missing[(spec.key, scale)] = missing
     res.unavailable[(spec.key, scale)] = unavailable
     exp_methods = list(dict.fromkeys(e.method for e in expected))
+    rules = [proto.headline_rule] + [r for r in SCORING_RULES if r != proto.headline_rule]
+    outputs = {rule: _rule_table(spec, scale, paper, w, rule, rule == proto.headline_rule, matched, excluded,
+                                 asked, min_runs, min_draws, exp_methods) for rule in rules}
+    head_md, files = outputs[proto.headline_rule]
+    body = head_md + "\n" + missing_md(spec.experiment, scale, expected, missing, unavailable, results_arg)
+    for rule in rules[1:]:
+        md, f = outputs[rule]
+        if md:
+            body += "\n\n" + md
+            files += f
+    return Section(f"{spec.title} (scale={scale})", body, files)
 
+
+def _rule_table(spec, scale, paper, w, rule, headline, matched, excluded, asked, min_runs, min_draws,
+                exp_methods) -> tuple[str, list[str]]:
+    """The markdown, LaTeX and CSV of one paper table under one scoring rule; the ranking against the
+    paper with the headline rule. ('', []) for a second rule under which no cell differs."""
     md_parts, tex_parts, csv_rows = [], [], []
     ranked: list[tuple] = []   # (dataset, data tag, column, {method: our cell}, {method: paper mean})
+    differs = False
     for block in spec.blocks:
         ds = block.dataset
         runs_ds = [r for (m, d, n), rs in matched.items() if d == ds for r in rs]
@@ -216,36 +315,41 @@ def table_section(spec: TableSpec, scale: str, index: Index, paper: dict, w: Wri
             for m in methods:
                 variants = {}
                 for col in block.columns:
-                    rs = [r for r in matched.get((m, ds, col.noise), []) if r.data_tag == tag]
+                    key = (m, ds, col.noise)
+                    rs = [r for r in matched.get(key, []) if r.data_tag == tag]
+                    out = [r for r in excluded.get(key, []) if r.data_tag == tag]
+                    n_asked = min_runs or asked.get(key) or None
                     for v, vr, note in (split_versions(rs) if rs else []):
                         variants.setdefault(v, None)
-                        cells[(m, v, col)] = Cell(vr, asked.get((m, ds, col.noise)) or None, col.metric, v, note)
+                        cells[(m, v, col)] = Cell(vr, n_asked, col.metric, v, note, rule=rule, min_draws=min_draws)
+                        differs |= any(r.acc(rule) != r.acc("single" if rule == "ensemble" else "ensemble")
+                                       for r in vr if r.ok)
                         if note:
                             notes.append(f"{row_label(m, v)}, {col.group} {col.sub}: {note}")
+                    if out and (exc := _exclusion_note(out)):
+                        notes.append(f"{row_label(m, '')}, {col.group} {col.sub}: {exc}")
                 rows += [(m, v) for v in (variants or [""])]
-            best = {}
-            for col in block.columns:   # a chance-level (or all-collapsed) cell is never the best
-                means = [c.mean for (m, v, cc), c in cells.items()
-                         if cc == col and c.mean is not None and not chance_level(c)]
-                best[col] = max(means) if means else None
+            bold = set()
+            for col in block.columns:
+                bold |= best_resolved({k: c for k, c in cells.items() if k[2] == col}, rule)
 
             def text(m, v, col, tex=False):
                 c = cells.get((m, v, col))
-                return cell_text(c, paper=paper.get((spec.key, ds, m, col.paper)),
-                                 bold=c is not None and c.mean is not None and c.mean == best[col], tex=tex,
-                                 show_paper=m in paper_methods)
+                return cell_text(c, paper=paper.get((spec.key, ds, m, col.paper)), bold=(m, v, col) in bold,
+                                 tex=tex, show_paper=m in paper_methods)
 
             if spec.in_paper:
                 for col in block.columns:
                     pub = {m: p[0] for m in methods if (p := paper.get((spec.key, ds, m, col.paper)))}
                     ours = {m: c for m in pub if (c := cells.get((m, "", col))) is not None and c.mean is not None}
                     ranked.append((ds, tag, col, ours, pub))
-            n_asked_block = sum(asked.get((m, ds, col.noise), 0) for m in exp_methods for col in block.columns)
+            n_asked_block = sum((min_runs or asked.get((m, ds, col.noise), 0)) for m in exp_methods
+                                for col in block.columns if asked.get((m, ds, col.noise)))
             ok_runs = [r for (m, v, col), c in cells.items() for r in c.runs if r.ok]
             partial = partial_words(len({r.path for r in ok_runs}), n_asked_block,
                                     len({r.method for r in ok_runs if r.method in exp_methods}), len(exp_methods))
             heading = (f"**{DATASET_NAMES.get(ds, ds)}** · {scale_words(scale, runs_ds)} · data: {label} · "
-                       f"{HEADLINE}, mean ± std over seeds (runs) [{spec.paper_note}]"
+                       f"{HEADLINE}, {RULE_WORDS[rule]}; mean (95% t interval, runs) [{spec.paper_note}]"
                        + (f" · **{partial}**" if partial else ""))
             header = ["Method"] + [f"{c.group} {c.sub}" if c.group != c.sub else c.sub for c in block.columns]
             md_rows = [[row_label(m, v)] + [text(m, v, col) for col in block.columns] for m, v in rows]
@@ -253,103 +357,123 @@ def table_section(spec: TableSpec, scale: str, index: Index, paper: dict, w: Wri
                             + "".join(f"\n- {n}" for n in notes) + ("\n" if notes else ""))
             tex_parts.append(_tex_block(spec, block, scale, label, rows,
                                         {k: text(*k, tex=True) for k in ((m, v, col) for m, v in rows
-                                                                         for col in block.columns)}))
+                                                                         for col in block.columns)}, rule))
             for m, v in rows:
                 for col in block.columns:
-                    c = cells.get((m, v, col)) or Cell([], asked.get((m, ds, col.noise)) or None, col.metric, v)
+                    c = cells.get((m, v, col)) or Cell([], min_runs or asked.get((m, ds, col.noise)) or None,
+                                                       col.metric, v, rule=rule, min_draws=min_draws)
                     p = paper.get((spec.key, ds, m, col.paper))
-                    csv_rows.append([spec.key, scale, ds, tag or "", m, method_name(m), v,
-                                     f"{col.group} {col.sub}", col.noise, col.metric, c.mean, c.std, c.n,
-                                     c.asked, c.n_diverged, c.n_collapsed,
-                                     int(c.mean is not None and c.mean == best[col]),
-                                     p[0] if p else None, p[1] if p else None,
-                                     " ".join(map(str, c.seeds)), c.note, " ".join(c.paths)])
-    legend = ("Cells: mean ± sample std over the runs (seeds) that completed, the run count in parentheses; "
-              "`(n/k)*` fewer runs than the experiment asks for; `†k` k runs diverged (failed, not in the mean); "
-              "`‡k` k runs ended collapsed (one class takes >= 90% of the test predictions, or the labelled set "
-              "is one class; in the mean, and counted here); "
-              "`[x]` the paper's value; best of ours per column in bold (never a cell within "
-              f"{CHANCE_MARGIN:g} points of chance, 100/K). The CSV lists each cell's record files. "
+                    csv_rows.append([spec.key, scale, rule, ds, tag or "", m, method_name(m), v,
+                                     f"{col.group} {col.sub}", col.noise, col.metric, c.mean, c.std, c.ci, c.n,
+                                     c.asked, len(c.draws), c.n_diverged, c.n_collapsed, int((m, v, col) in bold),
+                                     p[0] if p else None, p[1] if p else None, " ".join(map(str, c.seeds)),
+                                     _pairs_text([r for r in c.runs if r.ok]), c.note,
+                                     " ".join(c.paths)])
+    if not headline and not differs:
+        return "", []
+    complete = (f"a cell is complete with {min_runs} runs over {min_draws} noise draws (conf/protocol.yaml); "
+                if min_runs else "")
+    legend = ("Cells: the mean over the runs that completed, the 95% Student's t "
+              "interval of the mean (t over runs, n - 1 degrees of freedom) and the run count; "
+              f"{complete}`*` a cell short of that (fewer runs, or fewer noise draws); `†k` k runs diverged "
+              "(failed, not in the mean); `‡k` k runs ended collapsed (one class takes >= 90% of the test "
+              "predictions, or the labelled set is one class; in the mean, and counted here); `[x]` the paper's "
+              "value. Bold: the best of a column, only where its paired difference against every other cell "
+              "(runs on the same noise_seed and seed) has a 95% t interval that excludes zero, never a "
+              f"single-run cell or one within {CHANCE_MARGIN:g} points of chance (100/K). Left out of every cell: "
+              "a method's selection runs (conf/protocol.yaml) and records from uncommitted trees, named in the "
+              "notes. The CSV lists each cell's std, interval half-width and record files. "
               + (f"Numbers at scale={scale} " + ("are paper-protocol numbers." if scale == "paper" else
                                                  "come from a reduced protocol and are not comparable to the paper's.")
                  if spec.in_paper else "The paper has no such table: the dataset's own protocol, nothing to "
                                        "compare with the paper's numbers."))
-    md = f"## {spec.title} (scale={scale})\n\n" + "\n".join(md_parts) + "\n" + legend + "\n"
-    stem = f"{spec.key}_{scale}"
-    res.tables[f"{stem}.md"] = md
+    stem = f"{spec.key}_{scale}" + ("" if headline else f"_{rule}")
+    title = f"## {spec.title} (scale={scale})" + ("" if headline else f": {rule} rule")
+    md = title + "\n\n" + "\n".join(md_parts) + "\n" + legend + "\n"
+    w.result.tables[f"{stem}.md"] = md
     w.text(f"{stem}.md", md)
     w.text(f"{stem}.tex", "\n".join(tex_parts))
-    w.text(f"{stem}.csv", csv_text(["table", "scale", "dataset", "data", "method", "method_name", "variant",
-                                    "column", "noise", "metric", "mean", "std", "n", "n_asked", "n_diverged",
-                                    "n_collapsed", "best", "paper_mean", "paper_std", "seeds", "note", "records"],
-                                   csv_rows))
-    body = "\n".join(md_parts) + "\n" + legend + "\n\n" + missing_md(spec.experiment, scale, expected, missing,
-                                                                     unavailable, results_arg)
+    w.text(f"{stem}.csv", csv_text(["table", "scale", "rule", "dataset", "data", "method", "method_name", "variant",
+                                    "column", "noise", "metric", "mean", "std", "ci95_half_width", "n", "n_asked",
+                                    "noise_draws", "n_diverged", "n_collapsed", "best", "paper_mean", "paper_std",
+                                    "seeds", "runs", "note", "records"], csv_rows))
     files = [f"{stem}.md", f"{stem}.tex", f"{stem}.csv"]
-    rank_md = ranking_md(ranked, scale, spec, w, stem)
+    if not headline:
+        intro = (f"The same table with {RULE_WORDS[rule]} (the official Co-teaching and JoCoR code reports "
+                 "this); one-network methods are unchanged.\n\n")
+        return intro + "\n".join(md_parts), files
+    body = "\n".join(md_parts) + "\n" + legend + "\n"
+    rank_md = ranking_md(ranked, scale, spec, w, stem, rule)
     if rank_md:
         body += "\n\n" + rank_md
         files += [f"{stem}_ranking.md", f"{stem}_ranking.csv"]
-    return Section(f"{spec.title} (scale={scale})", body, files)
+    return body, files
 
 
 def _order(values: dict[str, float]) -> str:
     return " > ".join(method_name(m) for m in sorted(values, key=lambda m: (-values[m], method_sort_key(m))))
 
 
-def ranking_md(ranked: list[tuple], scale: str, spec: TableSpec, w: Writer, stem: str) -> str:
+def ranking_md(ranked: list[tuple], scale: str, spec: TableSpec, w: Writer, stem: str, rule: str) -> str:
     """Per column of a paper table: our order of the methods that have both a cell here and a published
-    value, against the paper's order of the same methods; how many method pairs agree, and each pair the
-    two orders invert, with our gap against its standard error over seeds (None with one run of either:
-    the gap cannot be told from seed noise). Written to ``<stem>_ranking.md/.csv``; '' when no column has
-    two such methods."""
-    rows, csv_rows, flips = [], [], []
-    for ds, tag, col, ours, paper in ranked:
+    value, against the paper's order of the same methods. A method pair counts as agreeing or disagreeing
+    with the paper only where it is resolved here: the 95% t interval of the mean paired difference (runs
+    on the same noise_seed and seed, at least 3) excludes zero; every other pair is unresolved and listed
+    apart. Written to ``<stem>_ranking.md/.csv``; '' when no column has two such methods."""
+    from .protocol import paired
+
+    rows, csv_rows, flips, open_ = [], [], [], []
+    for ds, tag, col, ours, pub in ranked:
         ms = sorted(ours, key=method_sort_key)
         if len(ms) < 2:
             continue
         mean = {m: ours[m].mean for m in ms}
-        agree, pairs = 0, 0
+        agree = disagree = unresolved = 0
+        where = f"{DATASET_NAMES.get(ds, ds)} {col.group} {col.sub}"
         for i, a in enumerate(ms):
             for b in ms[i + 1:]:
-                if paper[a] == paper[b] or mean[a] == mean[b]:
-                    continue   # a tie on either side orders nothing
-                pairs += 1
-                if (paper[a] > paper[b]) == (mean[a] > mean[b]):
-                    agree += 1
-                    continue
-                hi, lo = (a, b) if paper[a] > paper[b] else (b, a)   # the paper's order
-                c_hi, c_lo = ours[hi], ours[lo]
-                se = (None if c_hi.std is None or c_lo.std is None else
-                      math.sqrt(c_hi.std ** 2 / c_hi.n + c_lo.std ** 2 / c_lo.n))
-                gap = mean[lo] - mean[hi]
-                where = f"{DATASET_NAMES.get(ds, ds)} {col.group} {col.sub}"
-                flips.append(f"{where}: {method_name(lo)} {mean[lo]:.2f} > {method_name(hi)} {mean[hi]:.2f} here "
-                             f"(+{gap:.2f}" + (f", SE {se:.2f}" if se is not None else ", one run of one side: "
-                                               "no seed spread") + f"); the paper {paper[hi]:.2f} > {paper[lo]:.2f}")
-                csv_rows.append([spec.key, scale, ds, tag or "", col.noise, lo, hi, mean[lo], mean[hi], se,
-                                 paper[lo], paper[hi]])
-        rows.append([f"{DATASET_NAMES.get(ds, ds)} {col.group} {col.sub}", str(len(ms)),
-                     _order(mean), _order({m: paper[m] for m in ms}), f"{agree} of {pairs}"])
+                if pub[a] == pub[b]:
+                    continue   # the paper orders nothing
+                hi, lo = (a, b) if pub[a] > pub[b] else (b, a)   # the paper's order
+                p = paired(ours[hi].runs, ours[lo].runs, rule)
+                verdict = {1: "agrees", -1: "disagrees", 0: "unresolved"}[p.sign]
+                agree += p.sign == 1
+                disagree += p.sign == -1
+                unresolved += p.sign == 0
+                d = ("—" if p.mean is None else f"{p.mean:+.2f}"
+                     + (f" ± {p.half_width:.2f}" if p.half_width is not None else ""))
+                line = (f"{where}: {method_name(hi)} - {method_name(lo)} = {d} over {p.n} shared runs "
+                        f"(the paper: {pub[hi]:.2f} > {pub[lo]:.2f})")
+                (flips if p.sign == -1 else open_ if p.sign == 0 else []).append(line)
+                csv_rows.append([spec.key, scale, rule, ds, tag or "", col.noise, hi, lo, mean[hi], mean[lo],
+                                 p.mean, p.half_width, p.n, verdict, pub[hi], pub[lo]])
+        rows.append([where, str(len(ms)), _order(mean), _order({m: pub[m] for m in ms}),
+                     str(agree), str(disagree), str(unresolved)])
     if not rows:
         return ""
-    md = (f"### Ranking against the paper ({spec.title.split(':')[0]}, scale={scale})\n\n"
+    md = (f"### Ranking against the paper ({spec.title.split(':')[0]}, scale={scale}, {rule} rule)\n\n"
           "Per column, the methods that have a cell here and a published value, ordered by our mean and by the "
-          "paper's; method pairs the two orders agree on (ties on either side skipped). Below: each pair they "
-          "invert, our gap and its standard error over seeds (sqrt(s_a^2/n_a + s_b^2/n_b)). "
-          + ("" if scale == "paper" else f"scale={scale} is a reduced protocol: an inverted pair is a finding "
+          "paper's. Each pair the paper orders is compared on its paired differences (our accuracy of the "
+          "paper's higher method minus the lower one, on runs with the same noise_seed and seed): it agrees "
+          "or disagrees with the paper only where the 95% t interval of the mean difference excludes zero "
+          "over at least 3 shared runs; every other pair is unresolved, and no order is claimed for it. "
+          + ("" if scale == "paper" else f"scale={scale} is a reduced protocol: a disagreeing pair is a finding "
              "about this scale, not evidence against the paper.") + "\n\n"
-          + md_table(["Setting", "methods", "our order", "the paper's order", "pairs agreeing"], rows)
-          + ("\nInverted pairs:\n\n" + "".join(f"- {f}\n" for f in flips) if flips else "\nNo pair is inverted.\n"))
+          + md_table(["Setting", "methods", "our order (means)", "the paper's order", "agree", "disagree",
+                      "unresolved"], rows)
+          + ("\nDisagreeing pairs (mean paired difference ± 95% half-width):\n\n" + "".join(f"- {f}\n" for f in flips)
+             if flips else "\nNo resolved pair disagrees with the paper.\n")
+          + ("\nUnresolved pairs:\n\n" + "".join(f"- {f}\n" for f in open_) if open_ else ""))
     w.result.tables[f"{stem}_ranking.md"] = md
     w.text(f"{stem}_ranking.md", md)
-    w.text(f"{stem}_ranking.csv", csv_text(["table", "scale", "dataset", "data", "noise", "above_here",
-                                            "above_in_paper", "mean_above_here", "mean_above_in_paper", "se_gap",
-                                            "paper_above_here", "paper_above_in_paper"], csv_rows))
+    w.text(f"{stem}_ranking.csv", csv_text(["table", "scale", "rule", "dataset", "data", "noise", "paper_above",
+                                            "paper_below", "mean_above", "mean_below", "paired_diff",
+                                            "ci95_half_width", "n_pairs", "verdict", "paper_mean_above",
+                                            "paper_mean_below"], csv_rows))
     return md
 
 
-def _tex_block(spec: TableSpec, block: Block, scale: str, label: str, rows, texts) -> str:
+def _tex_block(spec: TableSpec, block: Block, scale: str, label: str, rows, texts, rule: str = "ensemble") -> str:
     cols = block.columns
     groups = []
     for c in cols:
@@ -375,7 +499,7 @@ def _tex_block(spec: TableSpec, block: Block, scale: str, label: str, rows, text
         lines.append(_tex(row_label(m, v)) + " & " + " & ".join(texts[(m, v, c)] for c in cols) + " \\\\")
     lines += ["\\bottomrule", "\\end{tabular}",
               f"\\caption{{{_tex(DATASET_NAMES.get(block.dataset, block.dataset))}, scale={_tex(scale)}, "
-              f"data: {_tex(label)}. {_tex(HEADLINE)}, mean $\\pm$ std over seeds (runs); "
+              f"data: {_tex(label)}. {_tex(HEADLINE)}, {_tex(RULE_WORDS[rule])}; mean (95\\% t interval, runs); "
               f"[\\,] {_tex(spec.paper_note)}.}}", "\\end{table}", ""]
     return "\n".join(lines)
 
