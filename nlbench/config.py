@@ -13,6 +13,26 @@ from .hydra_setup import CONF_DIR, RATE_FAMILIES, register_resolvers, split_nois
 from .registry import ConfigError, did_you_mean
 
 GROUPS = ("method", "dataset", "noise", "backbone", "scale", "experiment")
+#: config keys for the tests' use, never listed to a user
+INTERNAL_KEYS = frozenset({"interrupt_after"})
+
+
+def noise_rate_hint(name: str) -> str:
+    """The hint for an unknown rate-family noise name: ``sym0.35`` -> use ``noise=sym noise.rate=0.35``;
+    a rate written without its point (``sym04``) -> did you mean ``sym0.4``; a rate outside [0, 1) says
+    so (a whole percentage, ``sym40``, suggests ``sym0.4``). '' when the name is not a rate family's."""
+    fam = split_noise_name(name)
+    if not fam:
+        return ""
+    prefix, rate = fam
+    r = float(rate)
+    if "." not in rate and len(rate) > 1 and rate.startswith("0"):   # sym04: the point left out
+        fixed = f"{prefix}0.{rate[1:]}"
+        return f"; did you mean noise={fixed}?"
+    if not 0 <= r < 1:
+        return (f"; a noise rate is a fraction in [0, 1), and {rate} is not one"
+                + (f" (did you mean noise={prefix}{r / 100:g}?)" if r.is_integer() and 1 <= r < 100 else ""))
+    return f"; for any rate use noise={prefix} noise.rate={rate}"
 
 
 def group_choices(group: str, overrides: list[str] = ()) -> list[str]:
@@ -39,7 +59,7 @@ def compose(overrides: list[str]):
     """Compose the Hydra config; Hydra's errors become ConfigError with the valid choices."""
     from hydra import compose as hy_compose, initialize_config_dir
     from hydra.errors import HydraException
-    from omegaconf import OmegaConf, open_dict
+    from omegaconf import DictConfig, OmegaConf, open_dict
     from omegaconf.errors import OmegaConfBaseException
 
     from .plugins import conf_search_overrides
@@ -50,10 +70,12 @@ def compose(overrides: list[str]):
         if key in GROUPS and val and val not in group_choices(key, overrides):
             if key == "method":
                 check_method_source(val, overrides)
-            fam = split_noise_name(val)
-            hint = f"; for any rate use noise={fam[0]} noise.rate={fam[1]}" if key == "noise" and fam else ""
+            hint = noise_rate_hint(val) if key == "noise" else ""
+            if key == "method":   # checked above: no loaded module registered it either
+                hint = ("; a method of your own: method_modules=[yourpkg.methods] (the module that registers "
+                        "it) and method_conf_dirs=[<folder with method/<name>.yaml>]")
             choices = group_choices(key, overrides)
-            raise ConfigError(f"unknown {key} {val!r}{'' if hint else did_you_mean(val, choices)}; "
+            raise ConfigError(f"unknown {key} {val!r}{'' if hint and key != 'method' else did_you_mean(val, choices)}; "
                               f"valid choices: {', '.join(choices)}{hint}")
     overrides = conf_search_overrides(overrides) + add_or_override(overrides)
     try:
@@ -76,12 +98,18 @@ def compose(overrides: list[str]):
                 with initialize_config_dir(version_base=None, config_dir=str(CONF_DIR), job_name="nlbench"):
                     node = OmegaConf.select(hy_compose(config_name="config", overrides=groups), parent) \
                         if parent else hy_compose(config_name="config", overrides=groups)
-                valid = ", ".join(sorted(str(k) for k in node.keys())) if hasattr(node, "keys") else ""
+                keys = sorted(str(k) for k in node.keys() if str(k) not in INTERNAL_KEYS) \
+                    if hasattr(node, "keys") else []
+                leaf = m.group(1).rpartition(".")[2]
+                # a key that lives one level down (lr -> train.lr): name where it is
+                nested = sorted(f"{k}.{leaf}" for k in keys if isinstance(node.get(k), DictConfig)
+                                and leaf in node.get(k)) if keys else []
             except (HydraException, OmegaConfBaseException, ValueError):
-                valid = ""
-            if valid:
-                raise ConfigError(f"unknown config key {m.group(1)!r}; valid keys"
-                                  f"{' under ' + parent if parent else ''}: {valid}") from None
+                keys, nested = [], []
+            if keys:
+                hint = (f"; did you mean {' or '.join(nested)}?" if nested else did_you_mean(leaf, keys))
+                raise ConfigError(f"unknown config key {m.group(1)!r}{hint}; valid keys"
+                                  f"{' under ' + parent if parent else ''}: {', '.join(keys)}") from None
         raise ConfigError(f"bad override: {first}") from None
 
 

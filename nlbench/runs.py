@@ -6,10 +6,12 @@ Reads every record under ``results_dir`` (``results_dir=PATH``, else ``$NLBENCH_
 
 - ``key=value`` keeps the rows whose column ``key`` equals ``value`` (numbers compare as numbers,
   ``a,b`` means either): ``method=gss_sb train.lr=0.02 status=failed``.
-- ``--columns a,b,c`` chooses the columns; the default is a short summary (method, dataset, noise,
-  scale, seed, status, acc_last, acc_best, minutes) plus every setting column that takes two or more
-  values among the rows shown that have it, so a sweep shows the values it swept.
-  ``--columns all`` prints every column.
+- The default view fits 100 columns: method, setting (dataset noise scale), seed (``n:s`` for noise
+  draw n, seed s when a noise draw other than 0 is among the rows), status, acc_last (the headline) and
+  minutes.
+- ``--settings`` adds every setting column that takes two or more values among the rows shown (so a
+  sweep shows the values it swept); ``--columns a,b,c`` chooses the columns (``--columns all``: every
+  column, over 200).
 - ``--by a,b`` prints one row per group of those columns instead of one per run: ``runs`` (records),
   ``completed``, ``diverged``, ``failed``, ``collapsed``, the mean last-epoch accuracy of the completed
   runs and the wall time they took (``minutes``, ``hours``: as recorded, so runs that shared a machine
@@ -35,6 +37,8 @@ from pathlib import Path
 from .registry import ConfigError
 
 SUMMARY = ["method", "dataset", "noise", "scale", "seed", "status", "acc_last", "acc_best", "minutes"]
+#: the default view: narrow enough for a 100-column terminal
+NARROW = ["method", "setting", "seed", "status", "acc_last", "minutes"]
 #: prefixes of the setting columns that are shown by default when they vary between rows
 SETTING_PREFIXES = ("method.", "train.", "backbone.", "dataset.", "augment.", "noise.")
 
@@ -58,7 +62,7 @@ def filter_rows(df, filters: dict[str, str]):
     """Rows of ``df`` whose column ``k`` matches ``v`` for every filter (``v`` may be ``a,b``: either)."""
     for key, val in filters.items():
         if key not in df.columns:
-            raise ConfigError(f"unknown column {key!r}; valid columns: {', '.join(df.columns)}")
+            raise unknown_columns([key], df.columns)
         wanted = val.split(",") if not val.startswith(("[", "(")) else [val]
         df = df[[any(_matches(c, w) for w in wanted) for c in df[key]]]
     return df
@@ -79,6 +83,27 @@ def default_columns(df) -> list[str]:
     return cols
 
 
+def narrow_view(df):
+    """``df`` with the :data:`NARROW` columns: ``setting`` joins dataset, noise and scale; ``seed`` shows the
+    noise draw too (``1:0``) when any row has a draw other than 0."""
+    df = df.copy()
+    df["setting"] = [" ".join(str(x) for x in t if x is not None and x == x)
+                     for t in zip(df.get("dataset", ""), df.get("noise", ""), df.get("scale", ""))]
+    if "noise_seed" in df.columns and (df["noise_seed"].fillna(0) != 0).any():
+        df["seed"] = [f"{int(n) if n == n else 0}:{s}" for n, s in zip(df["noise_seed"], df["seed"])]
+    return df
+
+
+def unknown_columns(bad: list[str], valid, what: str = "") -> ConfigError:
+    """One short error for unknown column names: the closest valid names, and where the full list is."""
+    import difflib
+
+    close = list(dict.fromkeys(m for b in bad for m in difflib.get_close_matches(b, list(valid), n=3, cutoff=0.6)))
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    return ConfigError(f"unknown column(s) {', '.join(map(repr, bad))}{what}{hint} ({len(valid)} columns: "
+                       "`python -m nlbench runs --columns all --csv | head -1` lists them, `runs --help` says more)")
+
+
 #: columns printed with a fixed number of decimals instead of 4 significant digits (0.08 minutes, not 0.08328)
 DECIMALS = {"minutes": 2, "hours": 2, "acc_last": 2}
 
@@ -90,7 +115,7 @@ def group_counts(df, by: list[str]):
 
     bad = [c for c in by if c not in df.columns]
     if bad:
-        raise ConfigError(f"unknown column(s) {', '.join(map(repr, bad))} for --by; valid columns: {', '.join(df.columns)}")
+        raise unknown_columns(bad, df.columns, " for --by")
     rows = []
     for key, g in df.groupby(by, dropna=False, sort=True):
         key = key if isinstance(key, tuple) else (key,)
@@ -194,11 +219,17 @@ def cmd_runs(args: list[str]) -> int:
         print(f"{len(df)} unfinished run(s) under {ck}", file=sys.stderr)
         return 0
     results_dir = os.environ.get("NLBENCH_RESULTS_DIR", "results")
-    columns, as_csv, filters, by = None, False, {}, None
+    columns, as_csv, filters, by, settings = None, False, {}, None, False
     it = iter(args)
     for a in it:
         if a == "--csv":
             as_csv = True
+        elif a == "--settings":
+            settings = True
+        elif a == "--results-dir" or a.startswith("--results-dir="):   # as `report` spells it
+            results_dir = a.partition("=")[2] if "=" in a else next(it, "")
+            if not results_dir:
+                raise ConfigError("--results-dir needs a folder, e.g. --results-dir results")
         elif a == "--by" or a.startswith("--by="):
             spec = a.partition("=")[2] if "=" in a else next(it, "")
             by = [c.strip() for c in spec.split(",") if c.strip()]
@@ -216,8 +247,8 @@ def cmd_runs(args: list[str]) -> int:
             else:
                 filters[k] = v
         else:
-            raise ConfigError(f"unknown argument {a!r} for runs; valid: key=value filters, results_dir=PATH, "
-                              "--columns a,b,c, --by a,b, --csv")
+            raise ConfigError(f"unknown argument {a!r} for runs; valid: key=value filters, results_dir=PATH "
+                              "(or --results-dir PATH), --settings, --columns a,b,c, --by a,b, --csv, --unfinished")
     if os.path.exists(results_dir) and not os.path.isdir(results_dir):
         raise ConfigError(f"results_dir={results_dir!r} is a file, not a folder; set results_dir=<the folder of records>")
     with warnings.catch_warnings(record=True) as caught:
@@ -240,12 +271,14 @@ def cmd_runs(args: list[str]) -> int:
         return 0
     if columns == ["all"]:
         columns = list(df.columns)
-    elif columns is None:
+    elif columns is None and settings:
         columns = default_columns(df)
+    elif columns is None:
+        df, columns = narrow_view(df), list(NARROW)
     else:
         bad = [c for c in columns if c not in df.columns]
         if bad:
-            raise ConfigError(f"unknown column(s) {', '.join(map(repr, bad))}; valid columns: {', '.join(df.columns)}")
+            raise unknown_columns(bad, df.columns)
     df = df.sort_values([c for c in ("dataset", "noise", "method", "seed") if c in df.columns], kind="stable")
     _emit(df, columns, as_csv)
     print(f"{len(df)} run(s) under {results_dir}", file=sys.stderr)

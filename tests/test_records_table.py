@@ -53,10 +53,17 @@ def test_runs_command_filters_and_chooses_columns(lr_q_sweep, cli):
     r = cli(["runs", f"results_dir={res.results}"])
     assert r.rc == 0, r.err
     header, *rows = r.out.splitlines()
-    # the default columns: the summary plus exactly the settings that vary between the rows
+    # the default view fits a 100-column terminal: method, setting, seed, status, headline, minutes
+    assert header.split() == ["method", "setting", "seed", "status", "acc_last", "minutes"]
+    assert len(rows) == 4 and all(row.split()[5] == "completed" for row in rows)   # setting: 3 words
+    assert max(len(line) for line in r.out.splitlines()) <= 100
+    # --settings: the summary plus exactly the settings that vary between the rows
+    r = cli(["runs", f"results_dir={res.results}", "--settings"])
+    header, *rows = r.out.splitlines()
     assert header.split() == ["method", "dataset", "noise", "scale", "seed", "status", "acc_last", "acc_best",
                               "minutes", "method.q", "train.lr"]
-    assert len(rows) == 4 and all(row.split()[5] == "completed" for row in rows)
+    # the report's spelling of the folder works too
+    assert cli(["runs", "--results-dir", str(res.results)]).out == cli(["runs", f"results_dir={res.results}"]).out
 
     r = cli(["runs", f"results_dir={res.results}", "train.lr=0.1", "method.q=0.5", "--columns",
              "method.q,train.lr,acc_last"])
@@ -104,15 +111,22 @@ def test_runs_by_counts_each_group_and_sums_its_wall_time(lr_q_sweep, cli):
         one.write_bytes(gzip.decompress(one.with_suffix(".json.gz").read_bytes()))
         one.with_suffix(".json.gz").unlink()
     r3 = cli(["runs", f"results_dir={res.results}", "--by", "nope"])
-    assert r3.rc == 2 and "valid columns" in r3.err
+    assert r3.rc == 2 and "columns: `python -m nlbench runs --columns all --csv | head -1` lists them" in r3.err
 
 
 @pytest.mark.parametrize("args", [["bogus=1"], ["--columns", "acc_last,nope"]])
 def test_runs_command_unknown_column_is_one_error_line(lr_q_sweep, cli, args):
     res, _ = lr_q_sweep
     r = cli(["runs", f"results_dir={res.results}", *args])
-    assert r.rc == 2 and len(r.error_lines()) == 1
-    assert "valid columns" in r.err and "train.lr" in r.err and r.out == ""
+    assert r.rc == 2 and len(r.error_lines()) == 1 and r.out == ""
+    # short: the closest names and where the full list is, not every column on one line
+    assert "runs --help" in r.err and len(r.err) < 400, r.err
+
+
+def test_runs_unknown_column_suggests_the_close_one(lr_q_sweep, cli):
+    res, _ = lr_q_sweep
+    r = cli(["runs", f"results_dir={res.results}", "--columns", "train.lrr"])
+    assert r.rc == 2 and "did you mean train.lr," in r.err     # closest first
 
 
 def test_record_is_strict_json_with_the_summary_first(tmp_results, cli):

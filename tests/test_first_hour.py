@@ -1,0 +1,39 @@
+"""What a newcomer meets in the first hour (issue 43): hints that lead to a command that works, and
+errors that name the way out."""
+from __future__ import annotations
+
+import pytest
+
+from conftest import SMOKE
+
+
+@pytest.mark.parametrize("noise, hint", [
+    ("sym04", "did you mean noise=sym0.4?"),                  # the point left out
+    ("asym03", "did you mean noise=asym0.3?"),
+    ("sym40", "40 is not one (did you mean noise=sym0.4?)"),  # a percentage
+    ("sym1.2", "a noise rate is a fraction in [0, 1), and 1.2 is not one"),
+    ("sym0.35", "for any rate use noise=sym noise.rate=0.35"),
+])
+def test_a_noise_hint_suggests_a_command_that_works(cli, tmp_results, noise, hint):
+    r = cli(["validate", *SMOKE, f"noise={noise}"], tmp_results)
+    r.assert_bad_input([f"unknown noise {noise!r}", hint])
+    if "did you mean noise=" in hint:     # the suggestion itself validates
+        fixed = hint.split("did you mean noise=")[1].rstrip("?)")
+        assert cli(["validate", *SMOKE, f"noise={fixed}"], tmp_results).rc == 0
+    if "noise.rate=" in hint:
+        assert cli(["validate", *SMOKE, "noise=sym", "noise.rate=0.35"], tmp_results).rc == 0
+    assert "did you mean noise=sym0.012" not in r.err
+
+
+def test_a_top_level_key_that_lives_under_train_is_pointed_there(cli, tmp_results):
+    r = cli(["validate", *SMOKE, "lr=0.1"], tmp_results)
+    r.assert_bad_input(["unknown config key 'lr'", "did you mean train.lr?"])
+    assert "interrupt_after" not in r.err          # a testing aid, not a user's key
+    assert cli(["validate", *SMOKE, "train.lr=0.1"], tmp_results).rc == 0
+    r = cli(["validate", *SMOKE, "seedd=1"], tmp_results)
+    r.assert_bad_input(["unknown config key 'seedd' (did you mean seed?)"])
+
+
+def test_an_unknown_method_names_the_way_to_add_ones_own(cli, tmp_results):
+    r = cli(["validate", "method=gss_sbb", "scale=smoke", "device=cpu"], tmp_results)
+    r.assert_bad_input(["unknown method 'gss_sbb' (did you mean gss_sb?)", "method_modules=[", "method_conf_dirs=["])
