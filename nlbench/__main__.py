@@ -33,37 +33,62 @@ USAGE = "usage: python -m nlbench {run,validate,list,runs,report,export,detect} 
 RUN_HELP = """usage: python -m nlbench run [-m] [key=value ...]
        python -m nlbench validate [-m] [key=value ...]
 
-Config groups (pick one each; `python -m nlbench list` shows every registry):
+Config groups (pick one each, default first; `python -m nlbench list` shows every registry):
 {groups}
 
-Settings (defaults in conf/config.yaml):
-  seed=0 noise_seed=0           training seed / noisy-label (and subset) seed
-  noise.rate=R                  with a rate family (noise=sym|symo|asym|asym_super|pair): the run is <family><R>
-  train.<key>=V                 protocol overrides: epochs, lr, batch_size, schedule, milestones, warmup_epochs, ...
+Settings (key=default; all of them in conf/config.yaml):
+  seed=0 noise_seed=0           training seed / noisy-label (and scale=cpu subset) seed
+  noise.rate=R                  with a rate family (noise=sym|symo|asym|asym_super|pair): the run is
+                                <family><R>, e.g. noise=sym noise.rate=0.35 is sym0.35
+  train.<key>=V                 protocol overrides: epochs, lr, batch_size, schedule, milestones,
+                                warmup_epochs, ... (null keeps the dataset protocol's value)
   method.params.<key>=V         method hyperparameters (the method's yaml lists them)
-  dataset.options.download=true fetch CIFAR into data_dir
-  data_dir= results_dir= checkpoint_dir=   (or NLBENCH_DATA_DIR, NLBENCH_RESULTS_DIR, NLBENCH_CHECKPOINT_DIR)
-  device=auto|cpu|cuda|cuda:N   force=true (rerun a finished run)   diagnose_train=true
-  verbosity=quiet|epoch|bar     quiet: only the final line; epoch: a line per epoch; bar: + a progress bar
-  method_modules=[pkg.mod]      import your own methods; method_conf_dirs=[/path/conf] for their yaml
+  val_fraction=null             hold out this share of the noisy training set as a noisy validation
+                                split (null: the scale's default, 0.1 at scale=cpu on CIFAR; 0 none)
+  threads=null                  torch CPU threads (null: 1 for small models or a busy machine, else
+                                the idle cores); changes speed, not the numbers' meaning
+  device=auto                   auto|cpu|cuda|cuda:N
+  data_dir=data results_dir=results checkpoint_dir=checkpoints
+                                (or NLBENCH_DATA_DIR, NLBENCH_RESULTS_DIR, NLBENCH_CHECKPOINT_DIR)
+  dataset.options.download=false  true: fetch CIFAR into data_dir
+  force=false                   true: rerun a run whose record exists
+  verbosity=bar                 quiet: the final line; epoch: a line per epoch; bar: + progress bar
+  logger=none                   tensorboard: every per-epoch number as TensorBoard scalars (tb_dir=)
+  save_samples=false            true: the per-sample table beside the record (`export` reads it)
+  sample_epochs=[]              also keep that table at these epochs, e.g. [10,50]
+  diagnose_train=false          true: per epoch, how the network fits clean vs mislabeled samples
+  method_modules=[]             your own methods: [pkg.mod]; method_conf_dirs=[/path/conf] for yaml
 
 Sweeps (-m): comma lists, range(a,b), choice(...) in Hydra's grammar, e.g.
   python -m nlbench run -m method=ce,gce noise=sym noise.rate=0.2,0.4 seed=0,1,2
-  python -m nlbench run -m +experiment=table3 scale=cpu     the sweep behind a paper table (conf/experiment/)
-  python -m nlbench run --dry-run -m ...                     list the members (finished / to run), train nothing
-Every member is validated (config, data, output folders) before the first one trains; a member that
-fails is recorded as failed and the sweep goes on; a summary table ends it. Parallel or on a cluster
-with Hydra's launchers (pip install 'nlbench[launchers]'):
+  python -m nlbench run -m +experiment=table3 scale=cpu   the sweep behind a paper table
+  python -m nlbench run --dry-run -m ...                   list the members, train nothing
+Every member is validated (config, data, output folders) before the first one trains; a member
+that fails is recorded as failed and the sweep goes on; a summary table ends it. Parallel or on a
+cluster with Hydra's launchers (pip install 'nlbench[launchers]'):
   python -m nlbench run -m hydra/launcher=joblib hydra.launcher.n_jobs=4 seed=0,1,2,3
   python -m nlbench run -m hydra/launcher=submitit_slurm hydra.launcher.partition=gpu ...
 
 Exit codes: 0 completed; 1 a run failed (or its cell was busy in another process); 2 bad input (nothing written); 3 a run diverged; 130 interrupted."""
 
 
-def run_help() -> str:
-    # experiment is not in the config's defaults: Hydra needs +experiment= (experiment= is accepted too)
-    groups = "\n".join(f"  {'+' if g == 'experiment' else ''}{g}=<{'|'.join(group_choices(g))}>" for g in GROUPS)
-    return RUN_HELP.format(groups=groups)
+#: each group's default in conf/config.yaml (experiment has none: it is added with +experiment=)
+GROUP_DEFAULTS = {"method": "gss_sb", "dataset": "digits", "noise": "sym0.4", "backbone": "auto", "scale": "paper"}
+
+
+def run_help(width: int = 100) -> str:
+    """The run help, every line within ``width`` columns: a group's choices wrap under it."""
+    import textwrap
+
+    lines = []
+    for g in GROUPS:   # experiment is not in the config's defaults: Hydra needs +experiment=
+        choices = group_choices(g)
+        d = GROUP_DEFAULTS.get(g)
+        choices = ([d] if d in choices else []) + [c for c in choices if c != d]
+        head = f"  {'+' if g == 'experiment' else ''}{g}="
+        lines += textwrap.wrap(" | ".join(choices), width=width, initial_indent=head,
+                               subsequent_indent=" " * len(head), break_on_hyphens=False)
+    return RUN_HELP.format(groups="\n".join(lines))
 
 
 def cmd_run(args: list[str], *, dry: bool = False) -> int:
@@ -234,7 +259,7 @@ COMMANDS = {"run": cmd_run, "validate": lambda a: cmd_run(a, dry=True), "list": 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE + "\n" + __doc__)
+        print(USAGE + "\n" + __doc__.replace("``", "`"))
         return 0 if argv else 2
     cmd, rest = argv[0], argv[1:]
     if cmd not in COMMANDS:

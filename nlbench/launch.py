@@ -47,6 +47,25 @@ def threads_per_job(n_jobs, cores: int) -> int | None:
     return max(cores // n, 1)
 
 
+def auto_threads(*, small: bool, cores: int, load: float | None) -> int:
+    """CPU threads for a run with ``threads=null``: 1 for a small model (digits' MLP, ``scale=smoke``: its
+    ops are too small to split), else the cores the machine leaves idle (``cores`` minus the 1-minute
+    load average, rounded; at least 1). On a shared machine a second thread that must wait for a busy
+    core slows every step (measured: RESULTS.md, "Threads"), so a busy machine gets one thread."""
+    if small or cores <= 1:
+        return 1
+    if load is None:          # no load average (not Unix): every core, torch's own default
+        return cores
+    return max(1, min(cores, int(cores - load + 0.5)))
+
+
+def machine_load() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
 def job(cfg) -> dict:
     """Hydra's task function: one (already validated) member, in the launcher's worker process."""
     import torch

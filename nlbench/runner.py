@@ -8,6 +8,7 @@ writes the record atomically; ``write_failure`` records a run that raised. The c
 from __future__ import annotations
 
 import hashlib
+import os
 import platform
 import subprocess
 import sys
@@ -166,6 +167,11 @@ def execute(spec: RunSpec, *, log=None) -> dict:
             return skipped
         if spec.threads:   # before any tensor work; the record's versions.torch_threads shows it
             torch.set_num_threads(spec.threads)
+        elif spec.device.type == "cpu":   # threads=null: what is fast for this run on this machine now
+            from .launch import auto_threads, machine_load
+
+            torch.set_num_threads(auto_threads(small=spec.dataset == "digits" or spec.scale == "smoke",
+                                               cores=os.cpu_count() or 1, load=machine_load()))
         return _execute(spec, log, path)
     finally:
         torch.set_num_threads(threads)

@@ -196,7 +196,7 @@ def cmd_runs(args: list[str]) -> int:
     from .store import load_records
 
     if any(a in ("-h", "--help") for a in args):
-        print(__doc__)
+        print(__doc__.replace("``", "`"))   # plain text on a terminal, not reStructuredText
         return 0
     if "--unfinished" in args:
         rest = [a for a in args if a != "--unfinished"]

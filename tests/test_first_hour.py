@@ -37,3 +37,23 @@ def test_a_top_level_key_that_lives_under_train_is_pointed_there(cli, tmp_result
 def test_an_unknown_method_names_the_way_to_add_ones_own(cli, tmp_results):
     r = cli(["validate", "method=gss_sbb", "scale=smoke", "device=cpu"], tmp_results)
     r.assert_bad_input(["unknown method 'gss_sbb' (did you mean gss_sb?)", "method_modules=[", "method_conf_dirs=["])
+
+
+def test_threads_default_to_what_is_fast_for_the_run_and_the_machine():
+    from nlbench.launch import auto_threads
+
+    assert auto_threads(small=True, cores=16, load=0.0) == 1          # digits' MLP: too small to split
+    assert auto_threads(small=False, cores=2, load=0.1) == 2          # an idle machine: every core
+    assert auto_threads(small=False, cores=2, load=1.2) == 1          # one core busy: one thread
+    assert auto_threads(small=False, cores=2, load=5.0) == 1          # never 0
+    assert auto_threads(small=False, cores=16, load=3.6) == 12
+    assert auto_threads(small=False, cores=4, load=None) == 4         # no load average: torch's default
+
+
+def test_a_run_records_the_threads_it_chose(cli, tmp_results):
+    import json
+
+    r = cli(["run", *SMOKE, "train.epochs=1", "verbosity=quiet"], tmp_results)
+    assert r.rc == 0, r.err
+    rec = json.loads(tmp_results.records()[0].read_text())
+    assert rec["versions"]["torch_threads"] == 1                      # scale=smoke: one thread

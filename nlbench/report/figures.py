@@ -118,9 +118,18 @@ def _save(fig, theme, stem: Path, formats=("png", "pdf")) -> None:
 
 
 def _palette(n: int):
+    """n distinct colours: seaborn's colorblind palette up to its 10, evenly spaced husl hues beyond (a
+    repeated colour would make two series one)."""
     import seaborn as sns
 
-    return sns.color_palette("colorblind", max(n, 1))
+    return sns.color_palette("colorblind" if n <= 10 else "husl", max(n, 1))
+
+
+def _legend_outside(fig, ax, handles, labels, fontsize=8):
+    """The legend to the right of the plot, never over the curves (a 40% band, say)."""
+    if handles:
+        ax.legend(handles, labels, fontsize=fontsize, loc="center left", bbox_to_anchor=(1.02, 0.5),
+                  frameon=False, ncols=1 if len(labels) <= 16 else 2)
 
 
 def _curves(ax, df: pd.DataFrame, order: list[str], key_styles: dict | None = None, dashed: set = frozenset()):
@@ -156,13 +165,13 @@ def fig1(runs: list[Run], stem: Path, *, subtitle: str, n_asked: int | None = No
     if bound not in noisy:   # the caption promises the clean-label reference: say on the figure that it is missing
         subtitle += " · clean-label reference (CE, noise=clean) not run yet"
     df["noise"] = df.series.map({s: noisy[s][0].noise for s in order})
-    fig, (ax,), theme = _figure(width=6.0, height=4.0)
+    fig, (ax,), theme = _figure(width=8.0, height=4.0)
     _curves(ax, df, order, dashed={bound})
     last = {s: Cell(noisy[s], n_asked) for s in order}
     handles, labels = ax.get_legend_handles_labels()
     labels = [f"{lab}: {last[lab].mean:.1f} ({last[lab].n})" if last[lab].mean is not None else lab
               for lab in labels]
-    ax.legend(handles, labels, fontsize=8, loc="lower right")
+    _legend_outside(fig, ax, handles, labels)
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(_wrap(f"Figure 1 · 40% symmetric noise · {subtitle}", 70), fontsize=10)
     _save(fig, theme, stem)
@@ -231,9 +240,8 @@ def fig4(runs: list[Run], stem: Path, *, subtitle: str, n_asked: int | None = No
     ax.set_xticks(range(len(noises)), [n.replace("sym0.", "sym ") + "0%" if n.startswith("sym0.") else n
                                        for n in noises])
     ax.set_ylabel("last-epoch test accuracy (%)")
-    lo = df["mean"].dropna()
-    if len(lo):
-        ax.set_ylim(max(0.0, lo.min() - 15), min(100.0, lo.max() + 10))
+    hi = df["mean"].dropna()
+    ax.set_ylim(0.0, min(100.0, (hi.max() if len(hi) else 90.0) + 10))   # bars start at 0: heights compare
     ax.legend(fontsize=8)
     ax.set_title(_wrap(f"Figure 4 · GSS combinations · {subtitle}", 65), fontsize=10)
     _save(fig, theme, stem)
@@ -248,7 +256,7 @@ def dynamics(kind: str, series: list[tuple[str, list[Run]]], stem: Path, *, subt
     if df.empty:
         return None
     present = [s for s, _ in series if s in set(df.series)]
-    fig, axes, theme = _figure(ncols=len(panels), width=4.4, height=3.4)
+    fig, axes, theme = _figure(ncols=len(panels), width=4.4 + 2.2 / len(panels), height=3.4)
     for ax, (title, keys, _) in zip(axes, panels):
         d = df[df.panel == title]
         styles = {k: ("-" if k.endswith("_clean") else "--") for k in keys} if len(keys) > 1 else None
@@ -261,8 +269,7 @@ def dynamics(kind: str, series: list[tuple[str, list[Run]]], stem: Path, *, subt
         handles += [Line2D([], [], color="0.3", ls="-"), Line2D([], [], color="0.3", ls="--")]
         labels += ["clean samples" if kind == "gss_pool" else panels[0][1][0].split("_", 1)[-1],
                    "mislabeled samples" if kind == "gss_pool" else panels[0][1][1].split("_", 1)[-1]]
-    if handles:
-        axes[-1].legend(handles, labels, fontsize=7, loc="best")
+    _legend_outside(fig, axes[-1], handles, labels, fontsize=7)
     fig.suptitle(_wrap(f"{kind.replace('_', ' ')} · {subtitle}", 60 * len(panels)), fontsize=10)
     _save(fig, theme, stem, formats=("png",))
     return df
@@ -273,6 +280,9 @@ PAPER_FIGURES = {"fig1": fig1, "fig3": fig3, "fig4": fig4}
 
 
 def figure_sections(index: Index, scales: list[str] | None, w: Writer, results_arg: str) -> list[Section]:
+    from .protocol import load_protocol
+
+    proto = load_protocol()
     res = w.result
     sections = []
     for key, title in (("fig1", "Figure 1: every method at 40% noise vs the clean-label upper bound"),
@@ -285,11 +295,17 @@ def figure_sections(index: Index, scales: list[str] | None, w: Writer, results_a
         for scale in sc:
             expected = expected_runs(key, scale)
             matched, missing, unavailable = [], [], {}
+            left_out = []
             for e in expected:
                 runs, err = index.match(e, scale)
                 if err:
                     unavailable[e.method] = err
-                (matched.extend(runs) if runs else missing.append(e))
+                res.used.update(r.path for r in runs)
+                keep = [r for r in runs if proto.exclusion(r) is None]   # as the tables: docs/protocol.md
+                left_out += [r for r in runs if proto.exclusion(r)]
+                matched.extend(keep)
+                if not runs:
+                    missing.append(e)
             res.missing[(key, scale)] = missing
             res.unavailable[(key, scale)] = unavailable
             res.used.update(r.path for r in matched)
@@ -319,6 +335,15 @@ def figure_sections(index: Index, scales: list[str] | None, w: Writer, results_a
                                if bound_missing else "") + "\n")
             if not matched:
                 body.append("No runs of this figure yet.\n")
+            if left_out:
+                sel = sorted({f"{method_name(r.method)} {r.noise} noise_seed {r.noise_seed} seed {r.seed}"
+                              for r in left_out if proto.exclusion(r) == "selection"})
+                dirty = sorted({f"{method_name(r.method)} {r.noise} noise_seed {r.noise_seed} seed {r.seed}"
+                                for r in left_out if proto.exclusion(r) == "dirty"})
+                body.append("Left out, as in the tables (docs/protocol.md): "
+                            + "; ".join(([f"runs that chose a method's default: {', '.join(sel)}"] if sel else [])
+                                        + ([f"records from uncommitted trees: {', '.join(dirty)}"] if dirty else []))
+                            + ".\n")
             body.append(missing_md(key, scale, expected, missing, unavailable, results_arg))
             sections.append(Section(f"{title} (scale={scale})", "\n".join(body), files))
     return sections
@@ -334,9 +359,14 @@ def dynamics_sections(runs: list[Run], w: Writer) -> list[Section]:
     for (ds, scale, tag, noise) in sorted(groups):
         rs = groups[(ds, scale, tag, noise)]
         series = defaultdict(list)
-        for r in rs:
-            diff = config_diff(r)
-            series[row_label(r.method, ", ".join(diff))].append(r)
+        n_variants = 0
+        for r in rs:   # each method's default configuration: one curve per method, readable
+            if config_diff(r):
+                n_variants += 1
+                continue
+            series[row_label(r.method, "")].append(r)
+        if not series:
+            continue
         order = sorted(series, key=lambda s: (method_sort_key(series[s][0].method), s))
         sub = f"{DATASET_NAMES.get(ds, ds)} · {noise} · scale={scale} · data: {rs[0].data_label}"
         body, files = [], []
@@ -349,6 +379,8 @@ def dynamics_sections(runs: list[Run], w: Writer) -> list[Section]:
             files.append(w.text(f"{stem}.data.csv", figure_data_csv(df)))
             w.result.files.append(w.out / f"{stem}.png")
             files.append(f"{stem}.png")
-            body.append(f"![{kind}, {sub}]({stem}.png)\n\n{CAPTIONS[kind]}\n")
+            body.append(f"![{kind}, {sub}]({stem}.png)\n\n{CAPTIONS[kind]}"
+                        + (f" Each method's default configuration ({n_variants} runs of other settings are in "
+                           "the tables, not drawn)." if n_variants else "") + "\n")
         sections.append(Section(sub, "\n".join(body), files))
     return sections
