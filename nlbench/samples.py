@@ -61,8 +61,18 @@ def sample_table(method, stream, clean: torch.Tensor | None, dataset_index: np.n
     }
 
 
+def record_stem(record_path: Path) -> Path:
+    """The record's path without ``.json`` / ``.json.gz``: ``seed0-abc.json.gz`` -> ``seed0-abc``."""
+    p = Path(record_path)
+    for suffix in (".json.gz", ".json"):
+        if p.name.endswith(suffix):
+            return p.with_name(p.name[: -len(suffix)])
+    return p
+
+
 def samples_path(record_path: Path) -> Path:
-    return Path(record_path).with_suffix(".samples.npz")
+    """``<record>.samples.npz`` beside a record, whether the record is ``.json`` or compressed ``.json.gz``."""
+    return record_stem(record_path).with_name(record_stem(record_path).name + ".samples.npz")
 
 
 def write_samples(path: Path, tables: dict[int, dict[str, np.ndarray]]) -> None:
@@ -106,7 +116,9 @@ def export(record: Path, *, out: Path | None = None, fmt: str | None = None, epo
 
     record = Path(record)
     if not record.is_file():
-        raise ConfigError(f"no run record at {str(record)!r}")
+        gz = Path(f"{record}.gz")
+        hint = f"; a compressed one is there: {gz}" if gz.is_file() else ""
+        raise ConfigError(f"no run record at {str(record)!r}{hint}")
     src = samples_path(record)
     if not src.is_file():
         raise ConfigError(f"the run {record.name} saved no per-sample table ({src.name} not found); "
@@ -123,7 +135,7 @@ def export(record: Path, *, out: Path | None = None, fmt: str | None = None, epo
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; valid choices: {', '.join(FORMATS)}")
     df = as_frame(tables, epoch)
-    out = Path(out) if out is not None else record.with_suffix(f".samples.{fmt}")
+    out = Path(out) if out is not None else record_stem(record).with_name(f"{record_stem(record).name}.samples.{fmt}")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     if fmt == "csv":

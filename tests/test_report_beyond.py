@@ -143,10 +143,12 @@ def test_collapsed_runs_are_counted_and_chance_cells_never_bold(tmp_path):
 
 def test_missing_run_commands_keep_the_users_data_dir(tmp_path):
     res = tmp_path / "results"
-    p = write_record(res, method="ce", dataset="cifar10", noise="sym0.4", seed=0, acc_last=50.0)
-    rec = json.loads(p.read_text())
-    rec["config"]["data_dir"] = "../shared/data"
-    p.write_text(json.dumps(rec))
+    # records made from two spellings of the folder: the commands use the one most records hold
+    for seed, where in ((0, "../shared/data"), (1, "../shared/data"), (2, "/abs/shared/data")):
+        p = write_record(res, method="ce", dataset="cifar10", noise="sym0.4", seed=seed, acc_last=50.0)
+        rec = json.loads(p.read_text())
+        rec["config"]["data_dir"] = where
+        p.write_text(json.dumps(rec))
     out = tmp_path / "plots"
     r = run_cli(["report", "--results-dir", str(res), "--out", str(out), "--no-figures"])
     assert r.rc == 0, r.err

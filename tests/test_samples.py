@@ -111,3 +111,13 @@ def test_export_command_line(tmp_path):
     r.assert_bad_input(["--bogus", "--format"])
     r = run_cli(["export", str(tmp_path / "none.json")])
     r.assert_bad_input(["no run record"])
+    # a record shipped compressed (<name>.json.gz) keeps its table at <name>.samples.npz, as runs write it
+    import gzip
+    gz = rec.with_name(rec.name + ".gz")
+    gz.write_bytes(gzip.compress(rec.read_bytes()))
+    rec.unlink()
+    r = run_cli(["export", str(rec)])                                 # the plain name: pointed to the .gz
+    r.assert_bad_input(["no run record", f"a compressed one is there: {gz}"])
+    r = run_cli(["export", str(gz), "--format", "csv"])
+    assert r.rc == 0, r.err
+    assert r.out.strip() == str(rec.with_name(rec.name[:-len(".json")] + ".samples.csv"))

@@ -110,12 +110,17 @@ WHERE_KEYS = ("data_dir",)
 
 def user_overrides(runs) -> str:
     """`` data_dir=...`` (the :data:`WHERE_KEYS`) as the records were made with, for the commands the report
-    prints; a key is left out when the records disagree on it or hold the default (``data``)."""
+    prints: the value most records that set one hold (records made from two folders, say ``../shared/data``
+    and its absolute path, still give a pasteable command); left out when every record holds the default
+    (``data``)."""
+    from collections import Counter
+
     out = []
     for key in WHERE_KEYS:
-        vals = {str(r.rec["config"][key]) for r in runs
-                if isinstance(r.rec.get("config"), dict) and r.rec["config"].get(key) is not None}
-        if len(vals) == 1 and (v := vals.pop()) != "data":
+        vals = Counter(str(r.rec["config"][key]) for r in runs
+                       if isinstance(r.rec.get("config"), dict) and r.rec["config"].get(key) not in (None, "data"))
+        if vals:
+            v = sorted(vals.items(), key=lambda kv: (-kv[1], kv[0]))[0][0]
             out.append(f" {key}={shlex.quote(v)}")
     return "".join(out)
 
