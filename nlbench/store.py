@@ -18,6 +18,8 @@ import tempfile
 import warnings
 from pathlib import Path
 
+from .safeio import fsync_dir
+
 SCHEMA_VERSION = 1
 FINAL_STATUSES = ("completed", "diverged")
 #: the order of a record's top-level keys: the summary a reader looks for first, the bulk last
@@ -74,6 +76,7 @@ def atomic_write_json(path: str | Path, obj) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    fsync_dir(path.parent)   # the rename is durable only once the folder is: a power loss keeps the record
 
 
 def read_record(path: str | Path) -> dict | None:
