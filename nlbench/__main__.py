@@ -95,7 +95,8 @@ def cmd_run(args: list[str], *, dry: bool = False) -> int:
 
         done = 0
         for i, m in enumerate(members):
-            found = store.finished_record(m.spec.record_path)   # a shipped run's record is the .json.gz
+            # a shipped run's record is the .json.gz; a malformed file there is named and counts as to run
+            found = store.finished_record(m.spec.record_path, warn=lambda s: print(s, file=sys.stderr))
             done += found is not None
             print(f"[{i + 1}/{len(members)}] {'finished' if found else 'to run  '} {' '.join(m.overrides)} "
                   f"-> {found[0] if found else m.spec.record_path}")

@@ -123,9 +123,10 @@ def prune_empty_dirs(folder: Path, stop: Path) -> None:
         folder = folder.parent
 
 
-def _skip_finished(spec: RunSpec, log) -> dict | None:
-    """The run's finished record (or its shipped ``.json.gz``) as the skipped result; None when it must train."""
-    found = None if spec.force else store.finished_record(spec.record_path)
+def _skip_finished(spec: RunSpec, log, *, warn: bool = True) -> dict | None:
+    """The run's finished record (or its shipped ``.json.gz``) as the skipped result; None when it must train.
+    A malformed file at the record's path is named (``warn``) and does not count as finished."""
+    found = None if spec.force else store.finished_record(spec.record_path, warn=log if warn else None)
     if found is None:
         return None
     done, rec = found
@@ -153,7 +154,7 @@ def execute(spec: RunSpec, *, log=None) -> dict:
         raise RunError(f"cannot write the run's lock file {lock.path}: {e.strerror or e}") from None
     threads = torch.get_num_threads()
     try:
-        if (skipped := _skip_finished(spec, log)) is not None:   # it finished in the process we waited behind
+        if (skipped := _skip_finished(spec, log, warn=False)) is not None:   # finished in the process we waited behind
             return skipped
         if spec.threads:   # before any tensor work; the record's versions.torch_threads shows it
             torch.set_num_threads(spec.threads)

@@ -92,3 +92,65 @@ def test_checkpoints_and_records_are_fsynced_around_their_rename(tmp_path, monke
         _, src, dst = events[i]
         assert ("fsync", src) in events[:i], (src, events)                      # the content, before
         assert ("fsync", str(Path(dst).parent)) in events[i + 1:], (dst, events)   # the folder entry, after
+
+
+# ----------------------------------------------------------------------------- 2. malformed records
+def _record_path(res, *args):
+    from nlbench.config import compose
+    from nlbench.spec import build_spec
+
+    return build_spec(compose([*SMOKE, *args, *res.overrides])).record_path
+
+
+@pytest.fixture(scope="module")
+def finished_1ep(tmp_path_factory):
+    """A finished 1-epoch record (seed 1) to sit beside the malformed one."""
+    res = make_results(tmp_path_factory.mktemp("fin1"))
+    assert run_cli(["run", *SMOKE, "train.epochs=1", "seed=1"], res).rc == 0
+    (path,) = res.records()
+    return path
+
+
+def _shapes(good: Path) -> dict[str, str]:
+    import json
+
+    real = json.loads(good.read_text())
+    return {"array": "[]", "number": "7", "final_only": '{"final": "oops"}',
+            "final_string": json.dumps({**real, "final": "oops"}),
+            "history_string": json.dumps({**real, "history": "oops"})}
+
+
+SHAPE_WHY = {"array": "not a JSON object", "number": "not a JSON object", "final_only": "no schema_version",
+             "final_string": "final is a string, not an object", "history_string": "history is a string"}
+
+
+@pytest.mark.parametrize("shape", list(SHAPE_WHY))
+def test_a_record_of_the_wrong_shape_is_named_and_skipped_everywhere(shape, tmp_path, finished_1ep):
+    res = make_results(tmp_path)
+    args = ["train.epochs=1"]
+    bad = _record_path(res, *args)
+    bad.parent.mkdir(parents=True)
+    bad.write_text(_shapes(finished_1ep)[shape])
+    good = bad.with_name(finished_1ep.name)   # a usable record beside it
+    good.write_bytes(finished_1ep.read_bytes())
+
+    r = run_cli(["runs", f"results_dir={res.results}"])
+    assert r.rc == 0 and "Traceback" not in r.err, r.err
+    warned = [line for line in r.err.splitlines() if str(bad) in line]
+    assert len(warned) == 1 and SHAPE_WHY[shape] in warned[0], r.err
+    assert "1 run(s)" in r.err and "completed" in r.out
+
+    r = run_cli(["run", "--dry-run", *SMOKE, *args], res)
+    assert r.rc == 0 and "to run" in r.out and "0 finished, 1 to run" in r.out, (r.out, r.err)
+    assert [line for line in r.err.splitlines() if str(bad) in line and SHAPE_WHY[shape] in line], r.err
+
+    r = run_cli(["run", "-m", *SMOKE, *args, "seed=0,1"], res)   # a sweep: seed 1 is finished, seed 0 replaces the bad file
+    assert r.rc == 0, (r.out, r.err)
+    assert "Traceback" not in r.err and str(bad) in r.err
+    assert read_json(bad)["status"] == "completed" and "skipped-completed" in r.out
+
+    bad.write_text(_shapes(finished_1ep)[shape])
+    r = run_cli(["run", *SMOKE, *args], res)                      # a single run does the same
+    assert r.rc == 0 and r.out.startswith("completed:"), (r.out, r.err)
+    assert sum(str(bad) in line and SHAPE_WHY[shape] in line for line in r.err.splitlines()) == 1, r.err
+    assert read_json(bad)["status"] == "completed"
