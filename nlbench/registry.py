@@ -24,6 +24,13 @@ class RunError(Exception):
     as one ``error:`` line without a traceback; the run is recorded as failed (exit code 1)."""
 
 
+class Terminated(KeyboardInterrupt):
+    """The process was asked to stop (SIGTERM: Slurm preemption, ``scancel``, ``kill``). Raised by the
+    command line's signal handler and handled as an interrupt (Ctrl-C): every ``finally`` runs (the run's
+    lock is released, no temp file is left), the last epoch checkpoint is kept, and rerunning the same
+    command resumes; the process exits with its own code (143)."""
+
+
 class Registry(Generic[T]):
     """A name -> object mapping; duplicate names raise, unknown names list the choices.
 

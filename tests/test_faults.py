@@ -154,3 +154,63 @@ def test_a_record_of_the_wrong_shape_is_named_and_skipped_everywhere(shape, tmp_
     assert r.rc == 0 and r.out.startswith("completed:"), (r.out, r.err)
     assert sum(str(bad) in line and SHAPE_WHY[shape] in line for line in r.err.splitlines()) == 1, r.err
     assert read_json(bad)["status"] == "completed"
+
+
+# ----------------------------------------------------------------------------- 3. SIGTERM
+def _start(args: list[str], res) -> "subprocess.Popen":
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1"}
+    res.results.parent.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen([sys.executable, "-m", "nlbench", "run", *args, *res.overrides], cwd=res.results.parent,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _term_after(p, needle: str) -> tuple[str, str]:
+    """Read the child's stderr until a line contains ``needle``, send SIGTERM, return (stdout, stderr)."""
+    import signal
+
+    seen = []
+    for line in p.stderr:
+        seen.append(line)
+        if needle in line:
+            p.send_signal(signal.SIGTERM)
+            break
+    out, err = p.communicate(timeout=120)
+    return out, "".join(seen) + err
+
+
+def test_sigterm_keeps_the_checkpoint_says_one_line_and_the_same_command_resumes(tmp_path):
+    res = make_results(tmp_path / "run")
+    args = [*SMOKE, "train.epochs=40", "threads=1", "verbosity=epoch"]
+    p = _start(args, res)
+    out, err = _term_after(p, "epoch 3/40")
+    assert p.returncode == 143, err
+    assert "Traceback" not in err and out == ""
+    said = [line for line in err.splitlines() if not line.startswith(("epoch ", "data: "))]
+    assert len(said) == 1 and said[0].startswith("terminated (SIGTERM)") and "rerun the same command" in said[0], err
+    (ck,) = res.checkpoint_files()          # the last epoch checkpoint, no lock, no temp file
+    assert ck.suffix == ".pt" and not res.records()
+
+    r = run_cli(["run", *args], res)         # what a requeued Slurm job runs: the same command
+    assert r.rc == 0 and "resumed from" in r.err, r.err
+    twin = make_results(tmp_path / "twin")
+    assert run_cli(["run", *args], twin).rc == 0
+    assert _same_run(_only_record(res), _only_record(twin))
+    assert not res.checkpoint_files()
+
+
+def test_sigterm_in_a_sweep_prints_the_summary_and_releases_the_lock(tmp_path):
+    res = make_results(tmp_path)
+    p = _start([*SMOKE, "-m", "train.epochs=40", "seed=0,1", "threads=1", "verbosity=epoch"], res)
+    out, err = _term_after(p, "epoch 3/40")
+    assert p.returncode == 143, err
+    assert "sweep summary (2 members, stopped)" in out, (out, err)
+    rows = {line.split()[0]: line.split()[1] for line in out.splitlines() if line.startswith("seed=")}
+    assert rows == {"seed=0": "interrupted", "seed=1": "not-run"}, out
+    assert [f.suffix for f in res.checkpoint_files()] == [".pt"] and not res.records()
+    assert len([line for line in err.splitlines() if line.startswith("terminated (SIGTERM)")]) == 1
