@@ -7,6 +7,8 @@ writes the record atomically; ``write_failure`` records a run that raised. The c
 """
 from __future__ import annotations
 
+import json
+import os
 import platform
 import subprocess
 import sys
@@ -109,6 +111,63 @@ def check_writable(spec: RunSpec) -> None:
                               f"set {key}=<a writable folder>") from None
 
 
+def _existing(folder: Path) -> Path:
+    """``folder`` or its nearest existing parent: where a folder not made yet will take its space."""
+    folder = Path(folder).absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder
+
+
+def _size(n: float) -> str:
+    for unit, k in (("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
+        if n >= k:
+            return f"{n / k:.1f} {unit}"
+    return f"{int(n)} bytes"
+
+
+#: what a record takes besides its history (resolved config, noise, versions): about 20-40 KiB measured on
+#: digits and CIFAR records, rounded up; and a history row in JSON before any row is known (rows of
+#: smoke-scale CE runs are about 0.4 KiB, of DivideMix with diagnostics about 1.5 KiB)
+RECORD_BASE_BYTES, HISTORY_ROW_BYTES = 64 * 2 ** 10, 2 * 2 ** 10
+
+
+def check_space(spec: RunSpec, *, checkpoint_bytes: int, record_bytes: int) -> None:
+    """Refuse to go on (ConfigError: one line, exit 2) when the folders the run writes to lack the space
+    for what it will write: the next checkpoint (written beside the current one before it replaces it)
+    and the record. Folders on one filesystem share its free space. The probe is ``shutil.disk_usage``."""
+    import shutil
+
+    needs = [("checkpoint_dir", spec.checkpoint_path.parent, checkpoint_bytes, "checkpoint"),
+             ("results_dir", spec.record_path.parent, record_bytes, "record")]
+    groups: dict[int, list] = {}
+    for key, folder, n, what in needs:
+        if n > 0:
+            groups.setdefault(os.stat(_existing(folder)).st_dev, []).append((key, folder, n, what))
+    for group in groups.values():
+        total = sum(n for _, _, n, _ in group)
+        try:   # one filesystem: the least any of its folders reports (quotas may differ per folder)
+            free, folder = min((shutil.disk_usage(_existing(f)).free, f) for _, f, _, _ in group)
+        except OSError:   # a filesystem that cannot say: the write itself reports a full disk
+            continue
+        if free < total:
+            parts = " + ".join(f"{what} {_size(n)}" for _, _, n, what in group)
+            keys = " or ".join(sorted({k for k, _, _, _ in group}))
+            raise ConfigError(f"not enough free space in {folder}: {_size(free)} free, this run needs about "
+                              f"{_size(total)} there ({parts}); free space there or set {keys}=<a folder on "
+                              "another disk>")
+
+
+def estimate_checkpoint_bytes(method, epochs: int) -> int:
+    """A checkpoint's size before the first one exists: the method's state (networks, per-sample buffers)
+    plus two optimiser moments per parameter (Adam; SGD's momentum is one) plus the history."""
+    import torch
+
+    state = sum(t.numel() * t.element_size() for t in method.state_dict().values() if torch.is_tensor(t))
+    params = sum(p.numel() * p.element_size() for p in method.parameters())
+    return state + 2 * params + epochs * HISTORY_ROW_BYTES + RECORD_BASE_BYTES
+
+
 def prune_empty_dirs(folder: Path, stop: Path) -> None:
     """Remove ``folder`` and its parents up to ``stop`` (included) while they are empty: a finished
     run leaves no empty checkpoint folders behind. A folder another job is using is not empty."""
@@ -180,6 +239,15 @@ def _execute(spec: RunSpec, log, path: Path) -> dict:
         rel = spec.record_path.relative_to(spec.results_dir).with_suffix("")
         sinks.append(TensorBoardSink(spec.tb_dir / rel, store.flatten({**spec.semantic(),
                                                                        "method_params": prep.method_params})))
+    epochs = spec.train.epochs
+    check_space(spec, checkpoint_bytes=estimate_checkpoint_bytes(prep.method, epochs) if epochs > 1 else 0,
+                record_bytes=RECORD_BASE_BYTES + epochs * HISTORY_ROW_BYTES)
+
+    def space_after_checkpoint(written: int, history: list[dict]) -> None:
+        """With a checkpoint's real size and a real history row known: is there room to go on?"""
+        row = len(json.dumps(store.sanitize(history[-1]))) + 16 if history else HISTORY_ROW_BYTES
+        check_space(spec, checkpoint_bytes=written + 2 * row, record_bytes=RECORD_BASE_BYTES + epochs * row)
+
     trainer = Trainer(prep.method, prep.stream, prep.test_sets, spec.train, device=spec.device,
                       data_seed=spec.seed, clean_labels=prep.clean,
                       checkpoint=spec.checkpoint_path,
@@ -188,7 +256,8 @@ def _execute(spec: RunSpec, log, path: Path) -> dict:
                       sinks=sinks, sample_epochs=sample_epochs_of(spec), dataset_index=dataset_index(prep.data),
                       # what `runs --unfinished` shows of a run in progress: the settings `runs` shows of a record
                       checkpoint_meta={"settings": store.setting_columns(
-                          {**spec.semantic(), "method_params": prep.method_params}, spec.noise["options"])})
+                          {**spec.semantic(), "method_params": prep.method_params}, spec.noise["options"])},
+                      on_checkpoint=space_after_checkpoint)
     res = trainer.fit()
     primary = next(iter(prep.test_sets)) + "_top1"
     if "val" in prep.test_sets and "test" in prep.test_sets:
@@ -223,7 +292,11 @@ def _execute(spec: RunSpec, log, path: Path) -> dict:
     if res.status == "interrupted":
         return {**record, "_path": None}
     record = store.ordered(record)
-    store.write_final(path, record)
+    try:
+        store.write_final(path, record)
+    except OSError as e:   # the record's temp file is removed; the last checkpoint stays for the rerun
+        raise RunError(f"the record could not be written in {path.parent} ({e.strerror or e}); free space "
+                       "there and rerun the same command: it resumes from the last checkpoint") from None
     trainer.discard_checkpoint()   # execute() prunes the emptied folders once the run's lock is gone
     return {**record, "_path": str(path)}
 

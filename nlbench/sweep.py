@@ -105,7 +105,7 @@ def run_member(spec, *, bad_input_raises: bool) -> dict:
         if bad_input_raises and isinstance(e, ConfigError):
             raise
         tb = traceback.format_exc()
-        if isinstance(e, RunError):   # its message says it all (a full disk): one line, no traceback
+        if isinstance(e, (RunError, ConfigError)):   # its message says it all (a full disk): one line
             print(f"error: {e}", file=sys.stderr)
         else:
             print(tb, file=sys.stderr, end="")

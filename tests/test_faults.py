@@ -214,3 +214,50 @@ def test_sigterm_in_a_sweep_prints_the_summary_and_releases_the_lock(tmp_path):
     assert rows == {"seed=0": "interrupted", "seed=1": "not-run"}, out
     assert [f.suffix for f in res.checkpoint_files()] == [".pt"] and not res.records()
     assert len([line for line in err.splitlines() if line.startswith("terminated (SIGTERM)")]) == 1
+
+
+# ----------------------------------------------------------------------------- 4. full disk
+def _fake_disk(monkeypatch, full: Path, *, when=lambda: True, free: int = 4096):
+    """``shutil.disk_usage`` (the OS's statvfs) reports ``free`` bytes for folders under ``full`` while
+    ``when()`` holds; everything else is asked of the real disk."""
+    import shutil
+
+    real = shutil.disk_usage
+
+    def disk_usage(path):
+        u = real(path)
+        p = Path(path).absolute()
+        if (p == full or full in p.parents) and when():
+            return type(u)(u.total, u.total - free, free)
+        return u
+
+    monkeypatch.setattr(shutil, "disk_usage", disk_usage)
+
+
+@pytest.mark.parametrize("which", ["checkpoints", "results"])
+def test_a_full_disk_is_found_before_the_first_epoch(which, tmp_path, monkeypatch):
+    res = make_results(tmp_path)
+    _fake_disk(monkeypatch, getattr(res, which))
+    r = run_cli(["run", *SMOKE, "train.epochs=3"], res)
+    r.assert_bad_input([f"not enough free space in {getattr(res, which)}", "4.0 KiB free", "needs about",
+                        "checkpoint_dir" if which == "checkpoints" else "results_dir"])
+    assert "epoch 1/" not in r.err and "Traceback" not in r.err and r.out == ""
+    assert not res.all_files()
+
+
+def test_a_disk_that_fills_during_the_run_stops_it_after_the_checkpoint_and_it_resumes(tmp_path, monkeypatch,
+                                                                                      twin_3ep):
+    """Room for the estimate at the start; then (another job filled the disk) too little once epoch 1's
+    checkpoint shows the real size: exit 2 before epoch 2 trains, the checkpoint whole, no record; with
+    space again the same command resumes and equals the uninterrupted run."""
+    res = make_results(tmp_path)
+    _fake_disk(monkeypatch, res.checkpoints, when=lambda: bool(list(res.checkpoints.rglob("*.pt"))))
+    r = run_cli(["run", *SMOKE, "train.epochs=3"], res)
+    r.assert_bad_input([f"not enough free space in {res.checkpoints}", "checkpoint"])
+    assert "epoch 1/3" in r.err and "epoch 2/3" not in r.err and "Traceback" not in r.err
+    (ck,) = res.checkpoint_files()
+    assert ck.suffix == ".pt" and not res.records()
+    monkeypatch.undo()
+    r = run_cli(["run", *SMOKE, "train.epochs=3"], res)
+    assert r.rc == 0 and "resumed from" in r.err, r.err
+    assert _same_run(_only_record(res), twin_3ep)
