@@ -182,6 +182,33 @@ def prune_empty_dirs(folder: Path, stop: Path) -> None:
         folder = folder.parent
 
 
+def leftovers(spec: RunSpec) -> list[Path]:
+    """The temp files an earlier process of this cell left when it was killed mid-write (``kill -9``, a
+    power loss): the record's ``.<record>.json.XXXX.tmp``, the checkpoint's and the sample table's ``.tmp``.
+    Only this cell's, never another's."""
+    from .samples import samples_path
+
+    rec = spec.record_path
+    found = sorted(rec.parent.glob(f".{rec.name}.*.tmp")) if rec.parent.is_dir() else []
+    for tmp in (spec.checkpoint_path.with_suffix(".tmp"), samples_path(rec).with_name(samples_path(rec).name + ".tmp")):
+        if tmp.is_file() or tmp.is_symlink():
+            found.append(tmp)
+    return found
+
+
+def remove_leftovers(spec: RunSpec, log) -> None:
+    """Remove :func:`leftovers`; call it only while holding the cell's lock."""
+    gone = []
+    for p in leftovers(spec):
+        try:
+            p.unlink()
+            gone.append(p.name)
+        except FileNotFoundError:
+            pass
+    if gone:
+        log(f"removed {len(gone)} temp file(s) an interrupted run of this cell left: {', '.join(gone)}")
+
+
 def _skip_finished(spec: RunSpec, log, *, warn: bool = True) -> dict | None:
     """The run's finished record (or its shipped ``.json.gz``) as the skipped result; None when it must train.
     A malformed file at the record's path is named (``warn``) and does not count as finished."""
@@ -215,6 +242,7 @@ def execute(spec: RunSpec, *, log=None) -> dict:
     try:
         if (skipped := _skip_finished(spec, log, warn=False)) is not None:   # finished in the process we waited behind
             return skipped
+        remove_leftovers(spec, log)   # the cell is ours now: no other process is writing its temp files
         if spec.threads:   # before any tensor work; the record's versions.torch_threads shows it
             torch.set_num_threads(spec.threads)
         return _execute(spec, log, path)

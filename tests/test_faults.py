@@ -261,3 +261,46 @@ def test_a_disk_that_fills_during_the_run_stops_it_after_the_checkpoint_and_it_r
     r = run_cli(["run", *SMOKE, "train.epochs=3"], res)
     assert r.rc == 0 and "resumed from" in r.err, r.err
     assert _same_run(_only_record(res), twin_3ep)
+
+
+# ----------------------------------------------------------------------------- 5. leftovers
+def test_temp_files_a_killed_run_left_are_removed_when_its_cell_starts_again(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    from nlbench.config import compose
+    from nlbench.spec import build_spec
+
+    res = make_results(tmp_path)
+    args = [*SMOKE, "train.epochs=2", *res.overrides]
+    spec = build_spec(compose(args))
+    rec, ck = spec.record_path, spec.checkpoint_path
+    rec.parent.mkdir(parents=True)
+    ck.parent.mkdir(parents=True)
+    mine = [rec.with_name(f".{rec.name}.k3x9q.tmp"), ck.with_suffix(".tmp")]
+    other = build_spec(compose([*args, "seed=1"]))
+    theirs = [other.record_path.with_name(f".{other.record_path.name}.a1b2c.tmp"), other.checkpoint_path.with_suffix(".tmp")]
+    for p in mine + theirs:
+        p.write_bytes(b"")                   # what a kill during the write leaves
+
+    # while another process holds the cell, nothing of it is touched
+    hold = ("import sys; from nlbench.runlock import RunLock; RunLock(sys.argv[1]).acquire(); "
+            "print('held', flush=True); sys.stdin.read()")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(ck.with_suffix(".lock"))], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        r = run_cli(["run", *args])
+        assert r.rc == 1 and r.out.startswith("busy:")
+        assert all(p.exists() for p in mine + theirs)
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+
+    r = run_cli(["run", *args])
+    assert r.rc == 0, r.err
+    assert not any(p.exists() for p in mine), r.err
+    assert all(p.exists() for p in theirs), "another cell's files are its own business"
+    assert "removed 2 temp file(s)" in r.err
