@@ -93,22 +93,41 @@ def final_metrics(history: list[dict], primary: str) -> dict:
     return out
 
 
-def check_writable(spec: RunSpec) -> None:
+def check_writable(spec: RunSpec, *, create: bool = True) -> None:
     """results_dir and checkpoint_dir must be creatable and writable before any epoch is spent:
-    create them and write (then remove) a probe file; a failure is a ConfigError naming the folder."""
-    import tempfile
-
+    create them and write (then remove) a probe file; so must the run's own cell folders below them
+    (``<dataset>/<noise>/<method>/``: a shared results tree where another user owns the cell), probed
+    where they exist, else at the nearest folder that does (where they will be made). A failure is a
+    ConfigError naming the folder. ``create=False`` (validating a sweep) probes without making anything."""
     for key, folder in (("results_dir", spec.results_dir), ("checkpoint_dir", spec.checkpoint_dir)):
         if folder.exists() and not folder.is_dir():   # mkdir would only say "File exists"
             raise ConfigError(f"{key}={str(folder)!r} is a file, not a folder; set {key}=<a folder>")
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=folder, prefix=".nlbench-write-probe-"):
-                pass
-        except OSError as e:
-            raise ConfigError(f"{key}={str(folder)!r} is not writable ({e.strerror or type(e).__name__}"
-                              f"{': ' + e.filename if getattr(e, 'filename', None) else ''}); "
-                              f"set {key}=<a writable folder>") from None
+        if create:
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise _not_writable(key, folder, e) from None
+        _probe(key, folder, _existing(folder))
+    for key, cell in (("results_dir", spec.record_path.parent), ("checkpoint_dir", spec.checkpoint_path.parent)):
+        _probe(key, getattr(spec, key), _existing(cell))
+
+
+def _not_writable(key: str, folder: Path, e: OSError, *, where: Path | None = None) -> ConfigError:
+    inside = f" (its folder {where})" if where is not None and Path(where) != Path(folder) else ""
+    return ConfigError(f"{key}={str(folder)!r}{inside} is not writable ({e.strerror or type(e).__name__}"
+                       f"{': ' + str(e.filename) if getattr(e, 'filename', None) else ''}); "
+                       f"set {key}=<a writable folder>")
+
+
+def _probe(key: str, root: Path, folder: Path) -> None:
+    """Create and remove a file in ``folder`` (a folder of ``key`` = ``root``), or raise the ConfigError."""
+    import tempfile
+
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".nlbench-write-probe-"):
+            pass
+    except OSError as e:
+        raise _not_writable(key, root, e, where=folder) from None
 
 
 def _existing(folder: Path) -> Path:
@@ -168,11 +187,15 @@ def estimate_checkpoint_bytes(method, epochs: int) -> int:
     return state + 2 * params + epochs * HISTORY_ROW_BYTES + RECORD_BASE_BYTES
 
 
-def prune_empty_dirs(folder: Path, stop: Path) -> None:
-    """Remove ``folder`` and its parents up to ``stop`` (included) while they are empty: a finished
-    run leaves no empty checkpoint folders behind. A folder another job is using is not empty."""
+def prune_empty_dirs(folder: Path, stop: Path, *, remove_stop: bool = True) -> None:
+    """Remove ``folder`` and its parents up to ``stop`` while they are empty: a finished run leaves no
+    empty checkpoint folders behind. A folder another job is using is not empty. ``stop`` itself goes
+    only with ``remove_stop``: a checkpoint_dir the run did not make (a shared folder an admin set up
+    with its own permissions, e.g. 1777) stays."""
     folder, stop = Path(folder), Path(stop)
     while folder == stop or stop in folder.parents:
+        if folder == stop and not remove_stop:
+            return
         try:
             folder.rmdir()
         except OSError:
@@ -229,6 +252,7 @@ def execute(spec: RunSpec, *, log=None) -> dict:
         return skipped
     from .runlock import RunBusy, RunLock
 
+    made_checkpoint_dir = not spec.checkpoint_dir.exists()   # only then may the run remove it again
     check_writable(spec)   # a clear error for an unwritable folder, before the lock file is made there
     lock = RunLock(spec.checkpoint_path.with_suffix(".lock"))
     try:
@@ -249,7 +273,7 @@ def execute(spec: RunSpec, *, log=None) -> dict:
     finally:
         torch.set_num_threads(threads)
         lock.release()
-        prune_empty_dirs(spec.checkpoint_path.parent, spec.checkpoint_dir)
+        prune_empty_dirs(spec.checkpoint_path.parent, spec.checkpoint_dir, remove_stop=made_checkpoint_dir)
 
 
 def _execute(spec: RunSpec, log, path: Path) -> dict:

@@ -68,7 +68,6 @@ def validate_members(members: list[Member]) -> None:
     from .runner import check_writable
 
     cpu = torch.device("cpu")
-    checked_dirs = set()
     with shared_data_cache():
         for m in members:
             spec = m.spec
@@ -76,9 +75,7 @@ def validate_members(members: list[Member]) -> None:
                 continue
             try:
                 prepare(dataclasses.replace(spec, device=cpu))
-                if (spec.results_dir, spec.checkpoint_dir) not in checked_dirs:
-                    check_writable(spec)
-                    checked_dirs.add((spec.results_dir, spec.checkpoint_dir))
+                check_writable(spec, create=False)   # each member's cell folders too; makes no folder
             except Exception as e:
                 from .registry import ConfigError
 

@@ -304,3 +304,51 @@ def test_temp_files_a_killed_run_left_are_removed_when_its_cell_starts_again(tmp
     assert not any(p.exists() for p in mine), r.err
     assert all(p.exists() for p in theirs), "another cell's files are its own business"
     assert "removed 2 temp file(s)" in r.err
+
+
+# ----------------------------------------------------------------------------- 6. shared folders
+@pytest.mark.parametrize("mode", [0o2777, 0o1777])
+def test_a_shared_checkpoint_dir_keeps_its_permissions_after_a_run(mode, tmp_path):
+    res = make_results(tmp_path)
+    res.checkpoints.mkdir()
+    os.chmod(res.checkpoints, mode)          # what an admin sets on a shared folder
+    r = run_cli(["run", *SMOKE, "train.epochs=2"], res)
+    assert r.rc == 0, r.err
+    assert res.checkpoints.is_dir() and (res.checkpoints.stat().st_mode & 0o7777) == mode
+    assert not list(res.checkpoints.iterdir()), "the run's own cell folders are removed"
+
+
+def _deny_writes(folder: Path):
+    """Make ``folder`` refuse new files for real: ``chattr +i`` (refuses root too), else chmod for a
+    non-root user. Returns the undo, or skips when neither is possible here."""
+    import shutil
+    import subprocess
+
+    if shutil.which("chattr") and subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0:
+        return lambda: subprocess.run(["chattr", "-i", str(folder)], check=True)
+    if os.geteuid() != 0:
+        os.chmod(folder, 0o555)
+        return lambda: os.chmod(folder, 0o755)
+    pytest.skip("cannot make a folder unwritable here (root without chattr +i)")
+
+
+@pytest.mark.parametrize("which", ["record", "checkpoint"])
+def test_a_cell_folder_that_refuses_writes_is_found_before_training(which, tmp_path):
+    """A shared results tree whose cell folder belongs to another user: exit 2 naming it, before epoch 1."""
+    from nlbench.config import compose
+    from nlbench.spec import build_spec
+
+    res = make_results(tmp_path)
+    spec = build_spec(compose([*SMOKE, *res.overrides]))
+    cell = (spec.record_path if which == "record" else spec.checkpoint_path).parent
+    cell.mkdir(parents=True)
+    undo = _deny_writes(cell)
+    try:
+        r = run_cli(["run", *SMOKE], res)
+        r.assert_bad_input([str(cell), "is not writable", "results_dir" if which == "record" else "checkpoint_dir"])
+        assert "epoch 1/" not in r.err and not res.all_files()
+        r = run_cli(["run", "-m", *SMOKE, "seed=0,1"], res)      # a sweep: found while validating, nothing runs
+        r.assert_bad_input([str(cell), "is not writable"])
+        assert "epoch 1/" not in r.err and not res.all_files()
+    finally:
+        undo()
