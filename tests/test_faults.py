@@ -352,3 +352,54 @@ def test_a_cell_folder_that_refuses_writes_is_found_before_training(which, tmp_p
         assert "epoch 1/" not in r.err and not res.all_files()
     finally:
         undo()
+
+
+# ----------------------------------------------------------------------------- 7. unreadable data
+def _refuse_reading(monkeypatch, path: Path):
+    """Reading ``path`` (a file, or anything inside a folder) fails with the OS's permission error: for real
+    (chmod 000) for a non-root user; as root, whom chmod does not stop, where the OS would refuse it: the
+    data module's ``open`` for a file, ``stat`` below a folder (what a folder without search access does)."""
+    import builtins
+    import errno
+    import pathlib
+
+    import nlbench.data
+
+    if os.geteuid() != 0:
+        os.chmod(path, 0)
+        return
+
+    is_file = path.is_file()
+
+    def refused(file) -> bool:
+        p = Path(file).absolute()
+        return p == path.absolute() if is_file else path.absolute() in p.parents
+
+    def deny(file):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(file))
+
+    real_open, real_stat = builtins.open, pathlib.Path.stat
+    monkeypatch.setattr(nlbench.data, "open", lambda f, *a, **kw: deny(f) if refused(f) else real_open(f, *a, **kw),
+                        raising=False)
+    if path.is_dir():
+        monkeypatch.setattr(pathlib.Path, "stat", lambda self, **kw: deny(self) if refused(self) else real_stat(self, **kw))
+
+
+@pytest.mark.parametrize("what", ["file", "folder"])
+@pytest.mark.parametrize("sweep", [False, True])
+def test_unreadable_cifar_is_one_line_exit_2_and_no_record(sweep, what, tmp_path, monkeypatch):
+    from conftest import write_cifar10
+
+    data = write_cifar10(tmp_path / "data")
+    bad = data / "cifar-10-batches-py" / "data_batch_2" if what == "file" else data / "cifar-10-batches-py"
+    _refuse_reading(monkeypatch, bad)
+    res = make_results(tmp_path)
+    args = [*SMOKE, "dataset=cifar10", f"data_dir={data}"]
+    try:
+        r = run_cli(["run", *(["-m", *args, "seed=0,1"] if sweep else args)], res)
+    finally:
+        monkeypatch.undo()
+        os.chmod(bad, 0o755)
+    r.assert_bad_input([str(bad), "is not readable", "Permission denied"])
+    assert "corrupt" not in r.err and "Traceback" not in r.err and r.err.count("\n") == 1, r.err
+    assert not res.records() and not res.checkpoint_files()
