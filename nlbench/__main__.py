@@ -95,7 +95,13 @@ def cmd_run(args: list[str], *, dry: bool = False) -> int:
     members = [sweep.Member(lab, c, build_spec(compose(c))) for lab, c in zip(labels, combos)]
     if listing:
         from . import store
+        from .spec import check_method_values
 
+        for m in members:   # what the run would refuse is refused here too (e.g. method.params.lambda1=-1)
+            try:
+                check_method_values(m.spec)
+            except ConfigError as e:
+                raise ConfigError(f"sweep member {m.label!r}: {e}" if m.label else str(e)) from None
         done = 0
         for i, m in enumerate(members):
             # a shipped run's record is the .json.gz; a malformed file there is named and counts as to run

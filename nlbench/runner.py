@@ -208,15 +208,13 @@ def prune_empty_dirs(folder: Path, stop: Path, *, remove_stop: bool = True) -> N
 def leftovers(spec: RunSpec) -> list[Path]:
     """The temp files an earlier process of this cell left when it was killed mid-write (``kill -9``, a
     power loss): the record's ``.<record>.json.XXXX.tmp``, the checkpoint's and the sample table's ``.tmp``.
-    Only this cell's, never another's."""
+    Only this cell's, never another's, and only plain files (nlbench writes no links)."""
     from .samples import samples_path
 
     rec = spec.record_path
     found = sorted(rec.parent.glob(f".{rec.name}.*.tmp")) if rec.parent.is_dir() else []
-    for tmp in (spec.checkpoint_path.with_suffix(".tmp"), samples_path(rec).with_name(samples_path(rec).name + ".tmp")):
-        if tmp.is_file() or tmp.is_symlink():
-            found.append(tmp)
-    return found
+    found += [spec.checkpoint_path.with_suffix(".tmp"), samples_path(rec).with_name(samples_path(rec).name + ".tmp")]
+    return [p for p in found if p.is_file() and not p.is_symlink()]
 
 
 def remove_leftovers(spec: RunSpec, log) -> None:

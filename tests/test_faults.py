@@ -403,3 +403,21 @@ def test_unreadable_cifar_is_one_line_exit_2_and_no_record(sweep, what, tmp_path
     r.assert_bad_input([str(bad), "is not readable", "Permission denied"])
     assert "corrupt" not in r.err and "Traceback" not in r.err and r.err.count("\n") == 1, r.err
     assert not res.records() and not res.checkpoint_files()
+
+
+# ----------------------------------------------------------------------------- 8. values that crash later
+@pytest.mark.parametrize("cmd", ["run", "validate", "dry-run", "sweep"])
+@pytest.mark.parametrize("arg, needles", [
+    ("method.params.lambda2=inf", ["method.params.lambda2=inf", "not a finite number"]),
+    ("method.params.lambda1=nan", ["method.params.lambda1=nan", "not a finite number"]),
+    ("train.lr=inf", ["train.lr=inf", "not a finite number"]),
+    ("method.params.lambda1=-1", ["lambda1", "-1", "outside [0, inf]"]),   # the method's own range check
+])
+def test_values_that_pass_validation_and_crash_later_are_refused_up_front(cmd, arg, needles, tmp_path):
+    res = make_results(tmp_path)
+    args = ["method=gss_sb", *[a for a in SMOKE if not a.startswith("method=")], arg]
+    argv = {"run": ["run", *args], "validate": ["validate", *args], "dry-run": ["run", "--dry-run", *args],
+            "sweep": ["run", "-m", *args, "seed=0,1"]}[cmd]
+    r = run_cli(argv, res)
+    r.assert_bad_input(needles)
+    assert "epoch 1/" not in r.err and "to run" not in r.out and not res.all_files()
