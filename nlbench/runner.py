@@ -145,9 +145,10 @@ def _size(n: float) -> str:
     return f"{int(n)} bytes"
 
 
-#: what a record takes besides its history (resolved config, noise, versions): about 20-40 KiB measured on
-#: digits and CIFAR records, rounded up; and a history row in JSON before any row is known (rows of
-#: smoke-scale CE runs are about 0.4 KiB, of DivideMix with diagnostics about 1.5 KiB)
+#: what a record takes besides its history (resolved config, noise, versions), and a history row before any
+#: row is known. Four shipped records (CE, Co-teaching, DivideMix, GSS-SSL; digits and CIFAR-10 scale=cpu)
+#: held 10-19 KB besides the history and 0.5-1.8 KB per row (compact JSON): both rounded up
+
 RECORD_BASE_BYTES, HISTORY_ROW_BYTES = 64 * 2 ** 10, 2 * 2 ** 10
 
 
@@ -295,7 +296,8 @@ def _execute(spec: RunSpec, log, path: Path) -> dict:
 
     def space_after_checkpoint(written: int, history: list[dict]) -> None:
         """With a checkpoint's real size and a real history row known: is there room to go on?"""
-        row = len(json.dumps(store.sanitize(history[-1]))) + 16 if history else HISTORY_ROW_BYTES
+        # the record is written with indent=1: half as much again as the compact row
+        row = 3 * len(json.dumps(store.sanitize(history[-1]))) // 2 + 16 if history else HISTORY_ROW_BYTES
         check_space(spec, checkpoint_bytes=written + 2 * row, record_bytes=RECORD_BASE_BYTES + epochs * row)
 
     trainer = Trainer(prep.method, prep.stream, prep.test_sets, spec.train, device=spec.device,
