@@ -164,7 +164,7 @@ def _unpickle(path: Path) -> dict:
         with open(path, "rb") as f:
             return pickle.load(f, encoding="latin1")
     except OSError as e:   # the file is fine, reading it is not allowed (or failed): not "corrupt"
-        raise DataError(unreadable(e, f"CIFAR file {path}")) from None
+        raise DataError(unreadable(e, "CIFAR file" if e.filename else f"CIFAR file {path}")) from None
     except Exception as e:
         raise DataError(f"corrupt CIFAR file {path}: {type(e).__name__}: {e}") from None
 

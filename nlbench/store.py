@@ -147,8 +147,7 @@ def finished_record(path: str | Path, *, warn=None) -> tuple[Path, dict] | None:
         rec, problem = read_run_record(p)
         if problem:
             if warn is not None:
-                warn(f"warning: {p} is not a usable run record ({problem}); it does not count as finished "
-                     "and a run replaces it")
+                warn(f"warning: {p} does not count as finished ({problem}); a run replaces it")
             continue
         if rec.get("status") in FINAL_STATUSES:
             return p, rec
