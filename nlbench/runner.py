@@ -291,14 +291,18 @@ def _execute(spec: RunSpec, log, path: Path) -> dict:
         sinks.append(TensorBoardSink(spec.tb_dir / rel, store.flatten({**spec.semantic(),
                                                                        "method_params": prep.method_params})))
     epochs = spec.train.epochs
-    check_space(spec, checkpoint_bytes=estimate_checkpoint_bytes(prep.method, epochs) if epochs > 1 else 0,
-                record_bytes=RECORD_BASE_BYTES + epochs * HISTORY_ROW_BYTES)
+    # per-sample tables (save_samples / sample_epochs): at most 11 columns of 8 bytes per sample and epoch,
+    # written beside the record and carried in the checkpoint until then
+    samples = int(prep.stream.num_train) * 11 * 8 * len(sample_epochs_of(spec))
+    check_space(spec, checkpoint_bytes=estimate_checkpoint_bytes(prep.method, epochs) + samples if epochs > 1 else 0,
+                record_bytes=RECORD_BASE_BYTES + epochs * HISTORY_ROW_BYTES + samples)
 
     def space_after_checkpoint(written: int, history: list[dict]) -> None:
         """With a checkpoint's real size and a real history row known: is there room to go on?"""
         # the record is written with indent=1: half as much again as the compact row
         row = 3 * len(json.dumps(store.sanitize(history[-1]))) // 2 + 16 if history else HISTORY_ROW_BYTES
-        check_space(spec, checkpoint_bytes=written + 2 * row, record_bytes=RECORD_BASE_BYTES + epochs * row)
+        check_space(spec, checkpoint_bytes=written + 2 * row + samples,
+                    record_bytes=RECORD_BASE_BYTES + epochs * row + samples)
 
     trainer = Trainer(prep.method, prep.stream, prep.test_sets, spec.train, device=spec.device,
                       data_seed=spec.seed, clean_labels=prep.clean,
