@@ -18,15 +18,17 @@
 Bad input (unknown name, rate out of range, missing data, an unwritable results_dir) prints one line
 naming the bad value and the valid choices, and exits with code 2 before anything is written.
 Exit codes: 0 completed; 1 a run failed while training (recorded as ``failed``) or was busy elsewhere; 2 bad input;
-3 a run diverged (NaN loss; recorded as ``diverged``); 130 interrupted.
+3 a run diverged (NaN loss; recorded as ``diverged``); 130 interrupted (Ctrl-C); 143 terminated (SIGTERM: Slurm
+preemption or ``scancel``; the same command resumes from the last epoch checkpoint).
 """
 from __future__ import annotations
 
+import signal
 import sys
 
 from .config import GROUPS, compose, group_choices
 from .experiments import expand, expand_sweep, with_grids
-from .registry import ConfigError
+from .registry import ConfigError, Terminated
 
 USAGE = "usage: python -m nlbench {run,validate,list,runs,report,export,detect} [-m] [--dry-run] [key=value ...]"
 
@@ -69,7 +71,8 @@ cluster with Hydra's launchers (pip install 'nlbench[launchers]'):
   python -m nlbench run -m hydra/launcher=joblib hydra.launcher.n_jobs=4 seed=0,1,2,3
   python -m nlbench run -m hydra/launcher=submitit_slurm hydra.launcher.partition=gpu ...
 
-Exit codes: 0 completed; 1 a run failed (or its cell was busy in another process); 2 bad input (nothing written); 3 a run diverged; 130 interrupted."""
+Exit codes: 0 completed; 1 a run failed (or its cell was busy in another process); 2 bad input (nothing written); 3 a run diverged; 130 interrupted (Ctrl-C);
+143 terminated (SIGTERM, e.g. Slurm preemption): the same command resumes from the last epoch checkpoint."""
 
 
 #: each group's default in conf/config.yaml (experiment has none: it is added with +experiment=)
@@ -117,10 +120,17 @@ def cmd_run(args: list[str], *, dry: bool = False) -> int:
     members = [sweep.Member(lab, c, build_spec(compose(c))) for lab, c in zip(labels, combos)]
     if listing:
         from . import store
+        from .spec import check_method_values
 
+        for m in members:   # what the run would refuse is refused here too (e.g. method.params.lambda1=-1)
+            try:
+                check_method_values(m.spec)
+            except ConfigError as e:
+                raise ConfigError(f"sweep member {m.label!r}: {e}" if m.label else str(e)) from None
         done = 0
         for i, m in enumerate(members):
-            found = store.finished_record(m.spec.record_path)   # a shipped run's record is the .json.gz
+            # a shipped run's record is the .json.gz; a malformed file there is named and counts as to run
+            found = store.finished_record(m.spec.record_path, warn=lambda s: print(s, file=sys.stderr))
             done += found is not None
             print(f"[{i + 1}/{len(members)}] {'finished' if found else 'to run  '} {' '.join(m.overrides)} "
                   f"-> {found[0] if found else m.spec.record_path}")
@@ -265,15 +275,42 @@ def main(argv: list[str] | None = None) -> int:
     if cmd not in COMMANDS:
         print(f"error: unknown command {cmd!r}; valid choices: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
+    previous = _on_sigterm_raise()
     try:
         return COMMANDS[cmd](rest)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("terminated (SIGTERM); finished records are kept, the run in progress resumes from its last "
+              "epoch checkpoint: rerun the same command", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print("interrupted; finished records are kept, the run in progress resumes from its checkpoint",
               file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+#: the exit code of a run stopped by SIGTERM (128 + 15, what the shell reports for a process it killed):
+#: a Slurm job preempted or cancelled resumes when the same command runs again (requeue)
+EXIT_TERMINATED = 143
+
+
+def _on_sigterm_raise():
+    """SIGTERM (Slurm preemption, ``scancel``) becomes a :class:`Terminated` exception in the main thread,
+    handled like Ctrl-C: the lock is released, no temp file is left, the checkpoint is kept, a sweep
+    prints its summary. Returns the handler it replaced (None where none can be set: not the main thread)."""
+    def handler(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)   # a second SIGTERM must not cut the clean-up short
+        raise Terminated()
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:   # not the main thread (an embedding application): leave its signals alone
+        return None
 
 
 if __name__ == "__main__":

@@ -97,8 +97,22 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
 
 
 def load_dataset(name: str, *, data_dir: str | Path, download: bool = False, **options):
+    """Dataset ``name`` from ``data_dir``. A file or folder the OS refuses to read (permissions, an I/O
+    error) is a DataError naming it: bad input (one line, exit 2, no record), in a single run as in a sweep."""
     loader = DATASETS.get(name)
-    return loader(Path(data_dir).expanduser(), download=download, **options)
+    try:
+        return loader(Path(data_dir).expanduser(), download=download, **options)
+    except OSError as e:
+        raise DataError(unreadable(e, f"{name} data under data_dir={data_dir}")) from None
+
+
+def unreadable(e: OSError, what: str) -> str:
+    """One line for data the OS would not read: "not readable" for a permission error, never "corrupt"."""
+    where = f" {e.filename}" if getattr(e, "filename", None) else ""
+    if isinstance(e, PermissionError):
+        return (f"{what} is not readable:{where} ({e.strerror or 'permission denied'}); give this user read "
+                "access (and search access to its folders) or set data_dir (or NLBENCH_DATA_DIR) to a readable copy")
+    return f"{what} could not be read:{where} ({e.strerror or type(e).__name__})"
 
 
 def data_line(name: str, data) -> str:
@@ -149,6 +163,8 @@ def _unpickle(path: Path) -> dict:
     try:
         with open(path, "rb") as f:
             return pickle.load(f, encoding="latin1")
+    except OSError as e:   # the file is fine, reading it is not allowed (or failed): not "corrupt"
+        raise DataError(unreadable(e, "CIFAR file" if e.filename else f"CIFAR file {path}")) from None
     except Exception as e:
         raise DataError(f"corrupt CIFAR file {path}: {type(e).__name__}: {e}") from None
 

@@ -6,6 +6,7 @@ turns any ``ConfigError`` into a one-line message and exit code 2.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Generic, Iterator, TypeVar
 
 T = TypeVar("T")
@@ -22,6 +23,13 @@ class DataError(ConfigError):
 class RunError(Exception):
     """A run cannot go on, for a reason its message states in full (the checkpoint disk is full): shown
     as one ``error:`` line without a traceback; the run is recorded as failed (exit code 1)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """The process was asked to stop (SIGTERM: Slurm preemption, ``scancel``, ``kill``). Raised by the
+    command line's signal handler and handled as an interrupt (Ctrl-C): every ``finally`` runs (the run's
+    lock is released, no temp file is left), the last epoch checkpoint is kept, and rerunning the same
+    command resumes; the process exits with its own code (143)."""
 
 
 class Registry(Generic[T]):
@@ -85,16 +93,32 @@ def check_range(name: str, value: Any, lo: float | None = None, hi: float | None
         v = float(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{name} must be a number, got {value!r}") from None
+    said = f"{name} {value!r}" if " " in name else f"{name}={value!r}"
+    if not math.isfinite(v):   # inf passes a range without an upper bound and fails later, mid-run
+        raise ConfigError(f"{said} is not a finite number")
     bad = (lo is not None and (v < lo or (lo_open and v == lo))) or (
         hi is not None and (v > hi or (hi_open and v == hi)))
-    if bad or v != v:
+    if bad:
         lb = "(" if lo_open else "["
         rb = ")" if hi_open else "]"
         # a key reads key=value (train.lr=0.0); a name in words reads "noise rate 1.5"
-        said = f"{name} {value!r}" if " " in name else f"{name}={value!r}"
         raise ConfigError(f"{said} is outside {lb}{lo if lo is not None else '-inf'}, "
                           f"{hi if hi is not None else 'inf'}{rb}")
     return v
+
+
+def check_finite(obj, key: str) -> None:
+    """Every float in ``obj`` (a value, or mappings and lists of them, walked with dotted keys) must be
+    finite: ``inf`` and ``nan`` pass most range checks and break a run epochs later. Raises ConfigError
+    naming the first key and its value."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        raise ConfigError(f"{key}={obj} is not a finite number; give a finite value")
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            check_finite(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            check_finite(v, f"{key}[{i}]")
 
 
 def as_int(name: str, value) -> int:

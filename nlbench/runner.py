@@ -8,6 +8,7 @@ writes the record atomically; ``write_failure`` records a run that raised. The c
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import platform
 import subprocess
@@ -101,29 +102,110 @@ def final_metrics(history: list[dict], primary: str) -> dict:
     return out
 
 
-def check_writable(spec: RunSpec) -> None:
+def check_writable(spec: RunSpec, *, create: bool = True) -> None:
     """results_dir and checkpoint_dir must be creatable and writable before any epoch is spent:
-    create them and write (then remove) a probe file; a failure is a ConfigError naming the folder."""
-    import tempfile
-
+    create them and write (then remove) a probe file; so must the run's own cell folders below them
+    (``<dataset>/<noise>/<method>/``: a shared results tree where another user owns the cell), probed
+    where they exist, else at the nearest folder that does (where they will be made). A failure is a
+    ConfigError naming the folder. ``create=False`` (validating a sweep) probes without making anything."""
     for key, folder in (("results_dir", spec.results_dir), ("checkpoint_dir", spec.checkpoint_dir)):
         if folder.exists() and not folder.is_dir():   # mkdir would only say "File exists"
             raise ConfigError(f"{key}={str(folder)!r} is a file, not a folder; set {key}=<a folder>")
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=folder, prefix=".nlbench-write-probe-"):
-                pass
-        except OSError as e:
-            raise ConfigError(f"{key}={str(folder)!r} is not writable ({e.strerror or type(e).__name__}"
-                              f"{': ' + e.filename if getattr(e, 'filename', None) else ''}); "
-                              f"set {key}=<a writable folder>") from None
+        if create:
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise _not_writable(key, folder, e) from None
+        _probe(key, folder, _existing(folder))
+    for key, cell in (("results_dir", spec.record_path.parent), ("checkpoint_dir", spec.checkpoint_path.parent)):
+        _probe(key, getattr(spec, key), _existing(cell))
 
 
-def prune_empty_dirs(folder: Path, stop: Path) -> None:
-    """Remove ``folder`` and its parents up to ``stop`` (included) while they are empty: a finished
-    run leaves no empty checkpoint folders behind. A folder another job is using is not empty."""
+def _not_writable(key: str, folder: Path, e: OSError, *, where: Path | None = None) -> ConfigError:
+    inside = f" (its folder {where})" if where is not None and Path(where) != Path(folder) else ""
+    return ConfigError(f"{key}={str(folder)!r}{inside} is not writable ({e.strerror or type(e).__name__}"
+                       f"{': ' + str(e.filename) if getattr(e, 'filename', None) else ''}); "
+                       f"set {key}=<a writable folder>")
+
+
+def _probe(key: str, root: Path, folder: Path) -> None:
+    """Create and remove a file in ``folder`` (a folder of ``key`` = ``root``), or raise the ConfigError."""
+    import tempfile
+
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".nlbench-write-probe-"):
+            pass
+    except OSError as e:
+        raise _not_writable(key, root, e, where=folder) from None
+
+
+def _existing(folder: Path) -> Path:
+    """``folder`` or its nearest existing parent: where a folder not made yet will take its space."""
+    folder = Path(folder).absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder
+
+
+def _size(n: float) -> str:
+    for unit, k in (("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
+        if n >= k:
+            return f"{n / k:.1f} {unit}"
+    return f"{int(n)} bytes"
+
+
+#: what a record takes besides its history (resolved config, noise, versions), and a history row before any
+#: row is known. Four shipped records (CE, Co-teaching, DivideMix, GSS-SSL; digits and CIFAR-10 scale=cpu)
+#: held 10-19 KB besides the history and 0.5-1.8 KB per row (compact JSON): both rounded up
+
+RECORD_BASE_BYTES, HISTORY_ROW_BYTES = 64 * 2 ** 10, 2 * 2 ** 10
+
+
+def check_space(spec: RunSpec, *, checkpoint_bytes: int, record_bytes: int) -> None:
+    """Refuse to go on (ConfigError: one line, exit 2) when the folders the run writes to lack the space
+    for what it will write: the next checkpoint (written beside the current one before it replaces it)
+    and the record. Folders on one filesystem share its free space. The probe is ``shutil.disk_usage``."""
+    import shutil
+
+    needs = [("checkpoint_dir", spec.checkpoint_path.parent, checkpoint_bytes, "checkpoint"),
+             ("results_dir", spec.record_path.parent, record_bytes, "record")]
+    groups: dict[int, list] = {}
+    for key, folder, n, what in needs:
+        if n > 0:
+            groups.setdefault(os.stat(_existing(folder)).st_dev, []).append((key, folder, n, what))
+    for group in groups.values():
+        total = sum(n for _, _, n, _ in group)
+        try:   # one filesystem: the least any of its folders reports (quotas may differ per folder)
+            free, folder = min((shutil.disk_usage(_existing(f)).free, f) for _, f, _, _ in group)
+        except OSError:   # a filesystem that cannot say: the write itself reports a full disk
+            continue
+        if free < total:
+            parts = " + ".join(f"{what} {_size(n)}" for _, _, n, what in group)
+            keys = " or ".join(sorted({k for k, _, _, _ in group}))
+            raise ConfigError(f"not enough free space in {folder}: {_size(free)} free, this run needs about "
+                              f"{_size(total)} there ({parts}); free space there or set {keys}=<a folder on "
+                              "another disk>")
+
+
+def estimate_checkpoint_bytes(method, epochs: int) -> int:
+    """A checkpoint's size before the first one exists: the method's state (networks, per-sample buffers)
+    plus two optimiser moments per parameter (Adam; SGD's momentum is one) plus the history."""
+    import torch
+
+    state = sum(t.numel() * t.element_size() for t in method.state_dict().values() if torch.is_tensor(t))
+    params = sum(p.numel() * p.element_size() for p in method.parameters())
+    return state + 2 * params + epochs * HISTORY_ROW_BYTES + RECORD_BASE_BYTES
+
+
+def prune_empty_dirs(folder: Path, stop: Path, *, remove_stop: bool = True) -> None:
+    """Remove ``folder`` and its parents up to ``stop`` while they are empty: a finished run leaves no
+    empty checkpoint folders behind. A folder another job is using is not empty. ``stop`` itself goes
+    only with ``remove_stop``: a checkpoint_dir the run did not make (a shared folder an admin set up
+    with its own permissions, e.g. 1777) stays."""
     folder, stop = Path(folder), Path(stop)
     while folder == stop or stop in folder.parents:
+        if folder == stop and not remove_stop:
+            return
         try:
             folder.rmdir()
         except OSError:
@@ -133,9 +215,35 @@ def prune_empty_dirs(folder: Path, stop: Path) -> None:
         folder = folder.parent
 
 
-def _skip_finished(spec: RunSpec, log) -> dict | None:
-    """The run's finished record (or its shipped ``.json.gz``) as the skipped result; None when it must train."""
-    found = None if spec.force else store.finished_record(spec.record_path)
+def leftovers(spec: RunSpec) -> list[Path]:
+    """The temp files an earlier process of this cell left when it was killed mid-write (``kill -9``, a
+    power loss): the record's ``.<record>.json.XXXX.tmp``, the checkpoint's and the sample table's ``.tmp``.
+    Only this cell's, never another's, and only plain files (nlbench writes no links)."""
+    from .samples import samples_path
+
+    rec = spec.record_path
+    found = sorted(rec.parent.glob(f".{rec.name}.*.tmp")) if rec.parent.is_dir() else []
+    found += [spec.checkpoint_path.with_suffix(".tmp"), samples_path(rec).with_name(samples_path(rec).name + ".tmp")]
+    return [p for p in found if p.is_file() and not p.is_symlink()]
+
+
+def remove_leftovers(spec: RunSpec, log) -> None:
+    """Remove :func:`leftovers`; call it only while holding the cell's lock."""
+    gone = []
+    for p in leftovers(spec):
+        try:
+            p.unlink()
+            gone.append(p.name)
+        except FileNotFoundError:
+            pass
+    if gone:
+        log(f"removed {len(gone)} temp file(s) an interrupted run of this cell left: {', '.join(gone)}")
+
+
+def _skip_finished(spec: RunSpec, log, *, warn: bool = True) -> dict | None:
+    """The run's finished record (or its shipped ``.json.gz``) as the skipped result; None when it must train.
+    A malformed file at the record's path is named (``warn``) and does not count as finished."""
+    found = None if spec.force else store.finished_record(spec.record_path, warn=log if warn else None)
     if found is None:
         return None
     done, rec = found
@@ -152,6 +260,7 @@ def execute(spec: RunSpec, *, log=None) -> dict:
         return skipped
     from .runlock import RunBusy, RunLock
 
+    made_checkpoint_dir = not spec.checkpoint_dir.exists()   # only then may the run remove it again
     check_writable(spec)   # a clear error for an unwritable folder, before the lock file is made there
     lock = RunLock(spec.checkpoint_path.with_suffix(".lock"))
     try:
@@ -163,8 +272,9 @@ def execute(spec: RunSpec, *, log=None) -> dict:
         raise RunError(f"cannot write the run's lock file {lock.path}: {e.strerror or e}") from None
     threads = torch.get_num_threads()
     try:
-        if (skipped := _skip_finished(spec, log)) is not None:   # it finished in the process we waited behind
+        if (skipped := _skip_finished(spec, log, warn=False)) is not None:   # finished in the process we waited behind
             return skipped
+        remove_leftovers(spec, log)   # the cell is ours now: no other process is writing its temp files
         if spec.threads:   # before any tensor work; the record's versions.torch_threads shows it
             torch.set_num_threads(spec.threads)
         elif spec.device.type == "cpu":   # threads=null: what is fast for this run on this machine now
@@ -176,7 +286,7 @@ def execute(spec: RunSpec, *, log=None) -> dict:
     finally:
         torch.set_num_threads(threads)
         lock.release()
-        prune_empty_dirs(spec.checkpoint_path.parent, spec.checkpoint_dir)
+        prune_empty_dirs(spec.checkpoint_path.parent, spec.checkpoint_dir, remove_stop=made_checkpoint_dir)
 
 
 def _execute(spec: RunSpec, log, path: Path) -> dict:
@@ -194,6 +304,20 @@ def _execute(spec: RunSpec, log, path: Path) -> dict:
         rel = spec.record_path.relative_to(spec.results_dir).with_suffix("")
         sinks.append(TensorBoardSink(spec.tb_dir / rel, store.flatten({**spec.semantic(),
                                                                        "method_params": prep.method_params})))
+    epochs = spec.train.epochs
+    # per-sample tables (save_samples / sample_epochs): at most 11 columns of 8 bytes per sample and epoch,
+    # written beside the record and carried in the checkpoint until then
+    samples = int(prep.stream.num_train) * 11 * 8 * len(sample_epochs_of(spec))
+    check_space(spec, checkpoint_bytes=estimate_checkpoint_bytes(prep.method, epochs) + samples if epochs > 1 else 0,
+                record_bytes=RECORD_BASE_BYTES + epochs * HISTORY_ROW_BYTES + samples)
+
+    def space_after_checkpoint(written: int, history: list[dict]) -> None:
+        """With a checkpoint's real size and a real history row known: is there room to go on?"""
+        # the record is written with indent=1: half as much again as the compact row
+        row = 3 * len(json.dumps(store.sanitize(history[-1]))) // 2 + 16 if history else HISTORY_ROW_BYTES
+        check_space(spec, checkpoint_bytes=written + 2 * row + samples,
+                    record_bytes=RECORD_BASE_BYTES + epochs * row + samples)
+
     trainer = Trainer(prep.method, prep.stream, prep.test_sets, spec.train, device=spec.device,
                       data_seed=spec.seed, clean_labels=prep.clean,
                       checkpoint=spec.checkpoint_path,
@@ -202,7 +326,8 @@ def _execute(spec: RunSpec, log, path: Path) -> dict:
                       sinks=sinks, sample_epochs=sample_epochs_of(spec), dataset_index=dataset_index(prep.data),
                       # what `runs --unfinished` shows of a run in progress: the settings `runs` shows of a record
                       checkpoint_meta={"settings": store.setting_columns(
-                          {**spec.semantic(), "method_params": prep.method_params}, spec.noise["options"])})
+                          {**spec.semantic(), "method_params": prep.method_params}, spec.noise["options"])},
+                      on_checkpoint=space_after_checkpoint)
     res = trainer.fit()
     primary = next(iter(prep.test_sets)) + "_top1"
     if "val" in prep.test_sets and "test" in prep.test_sets:
@@ -237,7 +362,11 @@ def _execute(spec: RunSpec, log, path: Path) -> dict:
     if res.status == "interrupted":
         return {**record, "_path": None}
     record = store.ordered(record)
-    store.write_final(path, record)
+    try:
+        store.write_final(path, record)
+    except OSError as e:   # the record's temp file is removed; the last checkpoint stays for the rerun
+        raise RunError(f"the record could not be written in {path.parent} ({e.strerror or e}); free space "
+                       "there and rerun the same command: it resumes from the last checkpoint") from None
     trainer.discard_checkpoint()   # execute() prunes the emptied folders once the run's lock is gone
     return {**record, "_path": str(path)}
 

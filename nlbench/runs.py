@@ -160,16 +160,15 @@ def unfinished_runs(checkpoint_dir: str | Path) -> list[dict]:
     names them (checkpoints written before they were kept have neither the total nor the settings)."""
     import time
 
-    import torch
-
     from .runlock import holder
+    from .trainer import load_checkpoint
 
     rows = []
     root = Path(checkpoint_dir)
     for p in sorted(root.rglob("*.pt")) if root.is_dir() else []:
         try:
-            ck = torch.load(p, map_location="cpu", weights_only=False)
-        except Exception as e:   # a checkpoint being replaced this instant, or a foreign file
+            ck = load_checkpoint(p, "cpu")
+        except Exception as e:   # being replaced this instant, a foreign file, or damaged (checksum mismatch)
             rows.append({"cell": p.relative_to(root).with_suffix("").as_posix(), "state": f"unreadable ({type(e).__name__})"})
             continue
         hist = ck.get("history") or []

@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .safeio import write_durably
+
 COLUMNS = ("index", "dataset_index", "given", "true", "is_noisy", "clean_prob", "verdict_label", "verdict_prob",
            "loss", "pred", "pred_prob")
 
@@ -81,9 +83,7 @@ def write_samples(path: Path, tables: dict[int, dict[str, np.ndarray]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     np.savez_compressed(buf, **{f"e{ep}/{k}": v for ep, t in sorted(tables.items()) for k, v in t.items()})
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(buf.getvalue())
-    os.replace(tmp, path)
+    write_durably(path, (buf.getbuffer(),))
 
 
 def read_samples(path: Path) -> dict[int, dict[str, np.ndarray]]:

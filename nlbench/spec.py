@@ -19,7 +19,7 @@ from .backbones import BACKBONES
 from .data import DATASETS
 from .hydra_setup import check_noise_name
 from .method import METHODS, Method
-from .registry import ConfigError, as_int, check_range
+from .registry import ConfigError, as_int, check_finite, check_range
 from .tblog import check_logger
 from .trainer import TrainConfig, check_headline, train_config_dict
 
@@ -260,6 +260,10 @@ def build_spec(cfg) -> RunSpec:
     c = _plain(cfg)
     load_method_modules(c.get("method_modules"))   # a researcher's own methods (and entry points)
     mcfg, dcfg, ncfg, bcfg = c["method"], c["dataset"], c["noise"], c["backbone"]
+    # inf / nan anywhere (method.params.lambda2=inf, train.lr=nan) is bad input now, not a crash mid-run;
+    # the command line's method.params.<k> is kept as method.params_cli.<k>: named as the user typed it
+    check_finite(mcfg.get("params_cli") or {}, "method.params")
+    check_finite(c, "")
     method, dataset, scale = mcfg["name"], dcfg["name"], c["scale"]["name"]
     METHODS.get(method)
     DATASETS.get(dataset)
@@ -322,6 +326,26 @@ def build_spec(cfg) -> RunSpec:
         interrupt_after=interrupt_after, headline=headline, threads=check_threads(c.get("threads")), resolved=c)
     sample_epochs_of(spec)   # epochs outside the run are bad input, found before any data is read
     return spec
+
+
+def check_method_values(spec: RunSpec) -> None:
+    """The method's own checks of its parameters (ranges, choices), without data: its constructor runs on
+    stand-in networks and labels (10 classes), so ``--dry-run`` refuses what the run would refuse. Only a
+    ConfigError (or a TypeError: an argument it does not take) counts; anything the stand-ins themselves
+    trip over is left to the run, which builds the real networks."""
+    cls = METHODS.get(spec.method)
+    k = 10
+    params = {key: (0.2 if v == "auto" and key in AUTO_RATE_PARAMS else v) for key, v in spec.method_params.items()}
+    nets = [torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, k)) for _ in range(cls.num_networks)]
+    try:
+        cls(nets=nets, num_classes=k, noisy_labels=torch.arange(4 * k) % k,
+            generator=torch.Generator().manual_seed(0), **params)
+    except ConfigError as e:
+        raise ConfigError(f"method {spec.method!r}: {e}") from None
+    except TypeError as e:
+        raise ConfigError(f"method {spec.method!r}: {e}") from None
+    except Exception:   # the stand-ins are not real networks: the run's own prepare() decides
+        pass
 
 
 def _as_bool(name: str, value) -> bool:

@@ -18,6 +18,8 @@ import tempfile
 import warnings
 from pathlib import Path
 
+from .safeio import fsync_dir
+
 SCHEMA_VERSION = 1
 FINAL_STATUSES = ("completed", "diverged")
 #: the order of a record's top-level keys: the summary a reader looks for first, the bulk last
@@ -74,6 +76,7 @@ def atomic_write_json(path: str | Path, obj) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    fsync_dir(path.parent)   # the rename is durable only once the folder is: a power loss keeps the record
 
 
 def read_record(path: str | Path) -> dict | None:
@@ -88,13 +91,65 @@ def read_record(path: str | Path) -> dict | None:
         return None
 
 
-def finished_record(path: str | Path) -> tuple[Path, dict] | None:
+#: the JSON names of Python types, for messages about a record's shape
+_JSON_TYPE = {dict: "an object", list: "an array", str: "a string", int: "a number", float: "a number",
+              bool: "true/false", type(None): "null"}
+#: parts of a record that, when present, must have this shape (readers call ``.get`` on them)
+_SHAPES = (("final", dict), ("noise", dict), ("effective", dict), ("config", dict), ("git", dict),
+           ("versions", dict), ("data", dict), ("runtime", dict), ("history", list))
+
+
+def record_problem(rec) -> str | None:
+    """Why ``rec`` (a file's parsed JSON, None when unreadable) is not a run record that readers can use,
+    or None when it is one. The one check behind every reader: ``run``/``--dry-run`` (is it finished?),
+    ``runs`` and the report (which adds its own demands on a usable result). Any status passes here."""
+    if rec is None:
+        return "unreadable or not valid JSON"
+    if not isinstance(rec, dict):
+        return "not a JSON object"
+    if "schema_version" not in rec:
+        return "not a run record (no schema_version)"
+    missing = [k for k in ("method", "dataset", "scale", "seed", "status") if rec.get(k) is None]
+    if not isinstance(rec.get("noise"), dict) or not rec["noise"].get("name"):
+        missing.append("noise.name")
+    if missing:
+        return f"missing {', '.join(missing)}"
+    if not isinstance(rec["seed"], int) or isinstance(rec["seed"], bool):
+        return f"seed {rec['seed']!r} is not an integer"
+    if not isinstance(rec["status"], str):
+        return f"status {rec['status']!r} is not a string"
+    for key, kind in _SHAPES:
+        v = rec.get(key)
+        if v is not None and not isinstance(v, kind):
+            return f"{key} is {_JSON_TYPE.get(type(v), type(v).__name__)}, not {_JSON_TYPE[kind]}"
+    if any(not isinstance(h, dict) for h in rec.get("history") or []):
+        return "history holds an entry that is not an object"
+    return None
+
+
+def read_run_record(path: str | Path) -> tuple[dict | None, str | None]:
+    """``(record, None)`` for a usable run record at ``path``, else ``(None, why)`` (:func:`record_problem`)."""
+    rec = read_record(path)
+    problem = record_problem(rec)
+    return (None, problem) if problem else (rec, None)
+
+
+def finished_record(path: str | Path, *, warn=None) -> tuple[Path, dict] | None:
     """The finished record of the run whose record belongs at ``path``, and where it is: the file itself,
     or its gzip-compressed copy ``<path>.gz`` (how records ship in the repository's ``results/``), so that
-    a shipped run is skipped like one finished here; None when neither holds a finished record."""
+    a shipped run is skipped like one finished here; None when neither holds a finished record.
+
+    A file there that is not a usable record (``[]``, ``7``, ``{"final": "oops"}``) does not count as
+    finished: ``warn`` (when given) is told one line naming it and why; the run then replaces it."""
     for p in (Path(path), Path(f"{path}.gz")):
-        rec = read_record(p)
-        if rec is not None and rec.get("status") in FINAL_STATUSES:
+        if not p.exists():
+            continue
+        rec, problem = read_run_record(p)
+        if problem:
+            if warn is not None:
+                warn(f"warning: {p} does not count as finished ({problem}); a run replaces it")
+            continue
+        if rec.get("status") in FINAL_STATUSES:
             return p, rec
     return None
 
@@ -203,8 +258,9 @@ def load_records(results_dir: str | Path = "results", *, with_history: bool = Fa
         rec = read_record(p)
         if isinstance(rec, dict) and rec.get("record_kind") == "detector":   # not a method's run
             continue
-        if rec is None or "schema_version" not in rec:
-            warnings.warn(f"skipping unreadable or foreign record {p}")
+        problem = record_problem(rec)
+        if problem:
+            warnings.warn(f"skipping {p}: {problem}")
             continue
         row = record_row(rec, p)
         if with_history:

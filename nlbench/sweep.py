@@ -17,7 +17,8 @@ override): then :mod:`nlbench.launch` hands the validated sweep to Hydra's own m
 
 Exit codes (``EXIT_*``): 0 every member completed (or was already finished); 1 a member failed (or was
 busy in another process, or, with a launcher, left no record); 2 bad input, nothing trained; 3 a member
-diverged (NaN loss) and none failed; 130 interrupted.
+diverged (NaN loss) and none failed; 130 interrupted (Ctrl-C), 143 terminated (SIGTERM): then the summary
+shows the member that was stopped (``interrupted``, resumable) and those not started (``not-run``).
 """
 from __future__ import annotations
 
@@ -67,7 +68,6 @@ def validate_members(members: list[Member]) -> None:
     from .runner import check_writable
 
     cpu = torch.device("cpu")
-    checked_dirs = set()
     with shared_data_cache():
         for m in members:
             spec = m.spec
@@ -75,9 +75,7 @@ def validate_members(members: list[Member]) -> None:
                 continue
             try:
                 prepare(dataclasses.replace(spec, device=cpu))
-                if (spec.results_dir, spec.checkpoint_dir) not in checked_dirs:
-                    check_writable(spec)
-                    checked_dirs.add((spec.results_dir, spec.checkpoint_dir))
+                check_writable(spec, create=False)   # each member's cell folders too; makes no folder
             except Exception as e:
                 from .registry import ConfigError
 
@@ -104,7 +102,7 @@ def run_member(spec, *, bad_input_raises: bool) -> dict:
         if bad_input_raises and isinstance(e, ConfigError):
             raise
         tb = traceback.format_exc()
-        if isinstance(e, RunError):   # its message says it all (a full disk): one line, no traceback
+        if isinstance(e, (RunError, ConfigError)):   # its message says it all (a full disk): one line
             print(f"error: {e}", file=sys.stderr)
         else:
             print(tb, file=sys.stderr, end="")
@@ -160,7 +158,16 @@ def run_members(members: list[Member], *, multi: bool) -> list[Outcome]:
     for i, m in enumerate(members):
         if multi and m.spec.verbosity != "quiet":
             print(f"[{i + 1}/{len(members)}] {m.label or ' '.join(m.overrides)}", file=sys.stderr, flush=True)
-        rec = run_member(m.spec, bad_input_raises=not multi)
+        try:
+            rec = run_member(m.spec, bad_input_raises=not multi)
+        except KeyboardInterrupt:   # Ctrl-C or SIGTERM: the summary still says where the sweep stopped
+            if multi:
+                outcomes.append(Outcome(m.label, "interrupted", None, None, None,
+                                        "resumes from its last checkpoint"))
+                outcomes += [Outcome(x.label, "not-run", None, None, None) for x in members[i + 1:]]
+                print(f"\nsweep summary ({len(outcomes)} members, stopped):")
+                print(summary_table(outcomes), flush=True)
+            raise
         print(result_line(m.spec, rec), flush=True)
         outcomes.append(outcome_of(m, rec))
     return outcomes

@@ -12,8 +12,8 @@ and the global torch RNG.
 """
 from __future__ import annotations
 
+import io
 import math
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,6 +26,7 @@ from .common import bf16_on, progress_bar
 from .method import Context, Method, OptimPlan
 from .metrics import belief_stats, confidence_stats, detector_stats, selection_stats, topk_correct
 from .registry import ConfigError, RunError, as_int, check_range
+from .safeio import checkpoint_header, checkpoint_payload, write_durably
 
 SCHEDULES = ("cosine", "multistep", "onecycle", "constant")
 OPTIMIZERS = ("sgd", "adam")
@@ -149,6 +150,12 @@ def checkpoint_write_error(e: OSError, folder: Path) -> str:
             f"file was removed); set checkpoint_dir=<a writable folder>")
 
 
+def load_checkpoint(path: Path, map_location=None) -> dict:
+    """A checkpoint written by :meth:`Trainer._save`, its sha256 checked first (raises
+    safeio.CheckpointMismatch when the content does not match)."""
+    return torch.load(io.BytesIO(checkpoint_payload(path)), map_location=map_location, weights_only=False)
+
+
 def compile_mode_for(cfg: TrainConfig, device: torch.device) -> str | None:
     """The ``torch.compile`` mode a run on ``device`` uses, or None for eager.
 
@@ -205,7 +212,8 @@ class Trainer:
                  interrupt_after: int | None = None, log: Callable[[str], None] | None = None,
                  diagnose_train: bool = False, headline: str = "ensemble", log_epochs: bool = True,
                  sinks: list | None = None, sample_epochs: tuple[int, ...] = (),
-                 dataset_index=None, checkpoint_meta: dict | None = None) -> None:
+                 dataset_index=None, checkpoint_meta: dict | None = None,
+                 on_checkpoint: Callable[[int, list[dict]], None] | None = None) -> None:
         self.method = method.to(device)
         self.headline = check_headline(headline, method.num_networks)
         self.stream = stream
@@ -216,6 +224,8 @@ class Trainer:
         self.clean = None if clean_labels is None else clean_labels.to(device)
         self.checkpoint = checkpoint
         self.checkpoint_meta = dict(checkpoint_meta or {})   # saved as is, for tools that list checkpoints
+        self.on_checkpoint = on_checkpoint       # called with (bytes written, history) after each checkpoint
+        self.checkpoint_bytes: int | None = None
         self.progress = progress
         self.interrupt_after = interrupt_after   # for tests: stop as if killed after this many epochs
         self.diagnose_train = diagnose_train     # extra eval pass per epoch: fit of clean vs mislabeled samples
@@ -278,30 +288,36 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         }
+        # serialised in memory first: torch's own file writer reports a full disk as "unexpected pos
+        # 2496 vs 2390" (a RuntimeError); a plain file write says ENOSPC. The sha256 header lets a
+        # resume refuse a checkpoint damaged on disk (safeio.checkpoint_payload).
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        payload = buf.getbuffer()
         tmp = self.checkpoint.with_suffix(".tmp")
         for attempt in range(3):  # a parallel job may prune the (empty) folder between mkdir and save
             try:
                 self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
-                # through a Python file: a full disk is then OSError(ENOSPC), where torch's own writer
-                # says only "unexpected pos 2496 vs 2390"
-                with open(tmp, "wb") as f:
-                    torch.save(state, f)
+                # write_durably removes the temp file on any failure (a full disk, a signal): no partial file
+                self.checkpoint_bytes = write_durably(self.checkpoint, (checkpoint_header(payload), payload), tmp=tmp)
                 break
             except FileNotFoundError:
                 if attempt == 2 or self.checkpoint.parent.is_dir():
                     raise
             except (OSError, RuntimeError) as e:
-                tmp.unlink(missing_ok=True)   # never leave a partial checkpoint behind
                 if isinstance(e, OSError):
                     raise RunError(checkpoint_write_error(e, self.checkpoint.parent)) from None
-                raise
-        os.replace(tmp, self.checkpoint)
+                raise RunError(f"the checkpoint could not be written in {self.checkpoint.parent} ({e}; the "
+                               "partial file was removed); free space there or set checkpoint_dir=<another "
+                               "folder>") from None
+        if self.on_checkpoint is not None:   # e.g. the runner's free-space check, now that the size is known
+            self.on_checkpoint(self.checkpoint_bytes, history)
 
     def _load(self) -> tuple[int, list[dict], float]:
         if self.checkpoint is None or not self.checkpoint.exists():
             return 0, [], 0.0
         try:
-            state = torch.load(self.checkpoint, map_location=self.device, weights_only=False)
+            state = load_checkpoint(self.checkpoint, self.device)
             saved = state.get("optim_plan")
             if saved != (None if self.plan is None else self.plan.to_dict()):
                 raise ValueError(f"it was made with optimiser plan {saved}, this run has "

@@ -21,6 +21,7 @@ from nlbench.registry import ConfigError
 from nlbench.runner import execute
 from nlbench.spec import build_spec
 from nlbench.stream import DeviceStream
+from nlbench.trainer import load_checkpoint
 
 
 def run(tmp_path, *overrides, name="r"):
@@ -357,7 +358,7 @@ def test_state_survives_kill_and_resume_bit_for_bit(tmp_path, method, extra):
     part = run(tmp_path, *common, "interrupt_after=3", name="resumed")
     assert part["status"] == "interrupted"
     (ckpt,) = list((tmp_path / "ckpt").rglob("*.pt"))
-    state = torch.load(ckpt, weights_only=False)["method"]
+    state = load_checkpoint(ckpt)["method"]   # checksum-verified (nlbench.trainer)
     assert state["divided"] and state["prob"].shape == (2, 1347) and 0 < state["prob"].mean() < 1
     if method == "dividemix":
         assert int(state["hist_count"]) == 2 and state["loss_hist"][:, 2:].abs().sum() == 0

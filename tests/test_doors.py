@@ -17,7 +17,7 @@ from nlbench.registry import ConfigError
 from nlbench.runner import execute
 from nlbench.spec import _check_params_by_noise, build_spec, resolve_method_params
 from nlbench.stream import DeviceStream
-from nlbench.trainer import TrainConfig, Trainer
+from nlbench.trainer import TrainConfig, Trainer, load_checkpoint
 
 
 def spec(*overrides):
@@ -215,7 +215,7 @@ def test_trainer_applies_the_plan_per_epoch_and_checkpoints_it(tmp_path):
     m, tr, _ = _digits_trainer(TwoNetCE, optim=plan, checkpoint=tmp_path / "c.pt", interrupt_after=3)
     assert [type(o) for o in tr.optimizers] == [torch.optim.Adam] * 2          # one per network
     res = tr.fit()
-    state = torch.load(tmp_path / "c.pt", weights_only=False)
+    state = load_checkpoint(tmp_path / "c.pt")   # checksum-verified (nlbench.trainer)
     assert state["optim_plan"] == OptimPlan.from_dict(plan).to_dict()
     _, tr2, _ = _digits_trainer(TwoNetCE, optim=plan, checkpoint=tmp_path / "c.pt")
     hist = tr2.fit().history

@@ -11,6 +11,7 @@ from nlbench.config import compose
 from nlbench.registry import ConfigError
 from nlbench.runner import execute
 from nlbench.spec import build_spec
+from nlbench.trainer import load_checkpoint
 
 
 def run(tmp_path, *overrides, name="r"):
@@ -116,7 +117,7 @@ def test_gss_sb_pools_survive_checkpoint_and_resume(tmp_path):
     assert part["status"] == "interrupted"
     ckpt = list((tmp_path / "ckpt").rglob("*.pt"))
     assert len(ckpt) == 1
-    state = torch.load(ckpt[0], weights_only=False)
+    state = load_checkpoint(ckpt[0])   # checksum-verified (nlbench.trainer)
     pool = state["method"]["pool.pool"]
     assert pool.shape[1] == 10 and (pool > 0).sum() > pool.shape[0]   # updated beyond one-hot
     resumed = run(tmp_path, *common, name="resumed")

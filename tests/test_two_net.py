@@ -21,6 +21,7 @@ from nlbench.method import Batch, Context
 from nlbench.mixup import mixup_weight, sample_beta
 from nlbench.runner import execute
 from nlbench.spec import build_spec
+from nlbench.trainer import load_checkpoint
 
 
 def make(cls, n=12, k=3, d=4, seed=0, **kw):
@@ -245,7 +246,7 @@ def test_every_state_survives_kill_and_resume_bit_for_bit(tmp_path, method, stat
     part = run(tmp_path, *common, "interrupt_after=2", name="resumed")
     assert part["status"] == "interrupted"
     (ckpt,) = list((tmp_path / "ckpt").rglob("*.pt"))
-    state = torch.load(ckpt, weights_only=False)
+    state = load_checkpoint(ckpt)   # checksum-verified (nlbench.trainer)
     for k in state_keys:
         assert any(s.endswith(k) for s in state["method"]), (k, list(state["method"]))
     resumed = run(tmp_path, *common, name="resumed")

@@ -165,19 +165,11 @@ def provenance(rec: dict) -> tuple[str, str]:
 
 
 def _malformed(rec) -> str | None:
-    if rec is None:
-        return "unreadable or not valid JSON"
-    if not isinstance(rec, dict):
-        return "not a JSON object"
-    if "schema_version" not in rec:
-        return "not a run record (no schema_version)"
-    missing = [k for k in ("method", "dataset", "scale", "seed", "status") if rec.get(k) is None]
-    if not isinstance(rec.get("noise"), dict) or not rec["noise"].get("name"):
-        missing.append("noise.name")
-    if missing:
-        return f"missing {', '.join(missing)}"
-    if not isinstance(rec["seed"], int) or isinstance(rec["seed"], bool):
-        return f"seed {rec['seed']!r} is not an integer"
+    """Why ``rec`` is not a usable result for the report: not a run record at all (the store's one check,
+    :func:`nlbench.store.record_problem`), or a run that did not end in a final status with a headline."""
+    problem = store.record_problem(rec)
+    if problem:
+        return problem
     if rec["status"] not in store.FINAL_STATUSES:
         return f"status {rec['status']!r} is not one of {', '.join(store.FINAL_STATUSES)}"
     if rec["status"] == "completed" and num((rec.get("final") or {}).get("acc_last")) is None:
