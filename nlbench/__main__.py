@@ -71,8 +71,9 @@ cluster with Hydra's launchers (pip install 'nlbench[launchers]'):
   python -m nlbench run -m hydra/launcher=joblib hydra.launcher.n_jobs=4 seed=0,1,2,3
   python -m nlbench run -m hydra/launcher=submitit_slurm hydra.launcher.partition=gpu ...
 
-Exit codes: 0 completed; 1 a run failed (or its cell was busy in another process); 2 bad input (nothing written); 3 a run diverged; 130 interrupted (Ctrl-C);
-143 terminated (SIGTERM, e.g. Slurm preemption): the same command resumes from the last epoch checkpoint."""
+Exit codes: 0 completed; 1 a run failed (or its cell was busy in another process); 2 bad input
+(nothing written); 3 a run diverged; 130 interrupted (Ctrl-C); 143 terminated (SIGTERM, e.g. Slurm
+preemption or scancel). After 130 or 143 the same command resumes from the last epoch checkpoint."""
 
 
 #: each group's default in conf/config.yaml (experiment has none: it is added with +experiment=)

@@ -42,7 +42,10 @@ print("list:", sorted(m for m in heavy if m in sys.modules))
 
 def test_run_help_shows_plus_experiment_and_both_spellings_work(cli, tmp_results):
     r = cli(["run", "--help"])
-    assert r.rc == 0 and "+experiment=<" in r.out
+    assert r.rc == 0 and "+experiment=digits | " in r.out
+    assert max(len(line) for line in r.out.splitlines()) <= 100       # a terminal's width
+    for key in ("threads=", "logger=", "save_samples=", "val_fraction=", "verbosity=bar"):   # with defaults
+        assert key in r.out, key
     lists = {}
     for spelling in ("+experiment=table3", "experiment=table3"):
         r = cli(["run", "-m", spelling, "scale=smoke", "method=gce", "--dry-run"], tmp_results)
@@ -115,7 +118,7 @@ def test_runs_shows_only_settings_that_take_two_values(tmp_path, cli):
     res = tmp_path / "results"
     golden_results(res)
     df = store.load_records(res)
-    r = cli(["runs", f"results_dir={res}"])
+    r = cli(["runs", f"results_dir={res}", "--settings"])
     assert r.rc == 0, r.err
     header = r.out.splitlines()[0].split()
     settings = [c for c in header if c.startswith(SETTING_PREFIXES)]

@@ -12,7 +12,7 @@ def test_run_help_lists_groups_settings_and_exit_codes(cli):
         r = cli(cmd)
         assert r.rc == 0 and r.err == "", r.err
         assert r.out.startswith("usage: python -m nlbench run")
-        for needle in ("method=<", "ce", "noise.rate=", "train.<key>", "verbosity=quiet|epoch|bar",
+        for needle in ("method=gss_sb | ce", "noise.rate=", "train.<key>", "verbosity=bar  ", "quiet: the final line",
                        "hydra/launcher=joblib", "method_modules", "Exit codes", "3 a run diverged"):
             assert needle in r.out, needle
     r = cli(["runs", "--help"])
