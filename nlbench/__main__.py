@@ -130,8 +130,9 @@ def cmd_run(args: list[str], *, dry: bool = False) -> int:
                 raise ConfigError(f"sweep member {m.label!r}: {e}" if m.label else str(e)) from None
         done = 0
         for i, m in enumerate(members):
-            # a shipped run's record is the .json.gz; a malformed file there is named and counts as to run
-            found = store.finished_record(m.spec.record_path, warn=lambda s: print(s, file=sys.stderr))
+            # a shipped run's record (.json.gz) counts only with reuse=true; a malformed file is named, to run
+            found = store.finished_record(m.spec.record_path, warn=lambda s: print(s, file=sys.stderr),
+                                          reuse=m.spec.reuse)
             done += found is not None
             print(f"[{i + 1}/{len(members)}] {'finished' if found else 'to run  '} {' '.join(m.overrides)} "
                   f"-> {found[0] if found else m.spec.record_path}")

@@ -159,7 +159,7 @@ def detect(spec, *, folds: int = 4, stop: str = "heldout", log=print) -> dict:
     chash = hashlib.sha256(json.dumps(semantic, sort_keys=True, default=str).encode()).hexdigest()[:10]
     path = store.record_path(spec.results_dir, dataset=spec.dataset, noise=spec.noise["name"], method=DETECTOR,
                              seed=spec.seed, config_hash=chash)
-    if not spec.force and (found := store.finished_record(path)) is not None:
+    if not spec.force and (found := store.finished_record(path, reuse=spec.reuse)) is not None:
         done, rec = found
         log(f"skipping: finished record exists at {done} (pass force=true to rerun)")
         return {**rec, "_path": str(done)}

@@ -243,11 +243,18 @@ def remove_leftovers(spec: RunSpec, log) -> None:
 def _skip_finished(spec: RunSpec, log, *, warn: bool = True) -> dict | None:
     """The run's finished record (or its shipped ``.json.gz``) as the skipped result; None when it must train.
     A malformed file at the record's path is named (``warn``) and does not count as finished."""
-    found = None if spec.force else store.finished_record(spec.record_path, warn=log if warn else None)
+    found = None if spec.force else store.finished_record(spec.record_path, warn=log if warn else None,
+                                                          reuse=spec.reuse)
     if found is None:
         return None
     done, rec = found
-    log(f"skipping: finished record exists at {done} (pass force=true to rerun)")
+    say = lambda s: print(s, file=sys.stderr, flush=True)   # noqa: E731
+    # said even with verbosity=quiet: nothing was trained, and the numbers shown are the record's
+    if str(done).endswith(".gz"):
+        say(f"not trained: reusing the shipped reference record {done} (reuse=true; "
+            "reuse=false trains this run)")
+    else:
+        say(f"not trained: a finished record of this run exists at {done} (force=true trains it again)")
     return {**rec, "_skipped": True, "_path": str(done)}
 
 
@@ -389,7 +396,7 @@ def write_failure(spec: RunSpec, exc: BaseException, tb: str = "") -> dict:
         "git": _git(), "versions": _versions(spec.device), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "config": spec.resolved, "history": [],
     })
-    if store.is_finished(path):
+    if store.is_finished(path, reuse=spec.reuse):
         return {**record, "_path": None}
     try:
         store.atomic_write_json(path, record)

@@ -46,6 +46,7 @@ class RunSpec:
     checkpoint_dir: Path
     device: torch.device
     force: bool = False
+    reuse: bool = False      # a shipped reference record (<record>.json.gz) counts as finished
     progress: bool = True
     verbosity: str = "bar"      # quiet | epoch | bar
     interrupt_after: int | None = None
@@ -317,6 +318,7 @@ def build_spec(cfg) -> RunSpec:
         train=train, seed=seed, scale=scale, data_dir=Path(str(c["data_dir"])).expanduser(),
         results_dir=Path(str(c["results_dir"])), checkpoint_dir=Path(str(c["checkpoint_dir"])),
         device=_device(str(c.get("device", "auto"))), force=bool(c.get("force", False)),
+        reuse=bool(c.get("reuse", False)),
         progress=bool(c.get("progress", True)), verbosity=check_verbosity(c.get("verbosity", "bar")),
         diagnose_train=bool(c.get("diagnose_train", False)),
         save_samples=_as_bool("save_samples", c.get("save_samples", False)),

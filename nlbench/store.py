@@ -134,14 +134,15 @@ def read_run_record(path: str | Path) -> tuple[dict | None, str | None]:
     return (None, problem) if problem else (rec, None)
 
 
-def finished_record(path: str | Path, *, warn=None) -> tuple[Path, dict] | None:
-    """The finished record of the run whose record belongs at ``path``, and where it is: the file itself,
-    or its gzip-compressed copy ``<path>.gz`` (how records ship in the repository's ``results/``), so that
-    a shipped run is skipped like one finished here; None when neither holds a finished record.
+def finished_record(path: str | Path, *, warn=None, reuse: bool = False) -> tuple[Path, dict] | None:
+    """The finished record of the run whose record belongs at ``path``, and where it is; None when there
+    is none. A run's own record is ``path``. A shipped reference record (``<path>.gz``, how records ship in
+    the repository's ``results/``) counts only with ``reuse`` (``reuse=true``): by default a user's run
+    trains, and its own record then stands beside the reference one (readers take the plain file).
 
     A file there that is not a usable record (``[]``, ``7``, ``{"final": "oops"}``) does not count as
     finished: ``warn`` (when given) is told one line naming it and why; the run then replaces it."""
-    for p in (Path(path), Path(f"{path}.gz")):
+    for p in (Path(path), Path(f"{path}.gz")) if reuse else (Path(path),):
         if not p.exists():
             continue
         rec, problem = read_run_record(p)
@@ -154,16 +155,26 @@ def finished_record(path: str | Path, *, warn=None) -> tuple[Path, dict] | None:
     return None
 
 
-def is_finished(path: str | Path) -> bool:
-    return finished_record(path) is not None
+def record_files(root: str | Path) -> list[Path]:
+    """Run records under ``root``: ``*.json`` and gzip-compressed ``*.json.gz`` (shipped reference records);
+    a record present in both forms (a user's own run beside the shipped one) is read once, from the plain
+    file."""
+    root = Path(root)
+    plain = sorted(root.rglob("*.json"))
+    have = {p.with_suffix("") for p in plain}
+    gz = [p for p in sorted(root.rglob("*.json.gz")) if p.with_suffix("").with_suffix("") not in have]
+    return sorted(plain + gz)
+
+
+def is_finished(path: str | Path, *, reuse: bool = False) -> bool:
+    return finished_record(path, reuse=reuse) is not None
 
 
 def write_final(path: str | Path, record: dict) -> None:
-    """Write a run's finished record atomically at ``path``; a compressed copy of an earlier record of the
-    same run (``<path>.gz``, left by a forced rerun of a shipped run) is removed once the new one is in
-    place, so a run never has two records."""
+    """Write a run's finished record atomically at ``path``. A shipped reference record of the same run
+    (``<path>.gz``) is left as it is (it is part of the repository); every reader takes the plain file
+    over it (:func:`record_files`)."""
     atomic_write_json(path, record)
-    Path(f"{path}.gz").unlink(missing_ok=True)
 
 
 def flatten(d: dict, prefix: str = "") -> dict:
@@ -254,7 +265,7 @@ def load_records(results_dir: str | Path = "results", *, with_history: bool = Fa
 
     rows = []
     root = Path(results_dir)
-    for p in sorted([*root.rglob("*.json"), *root.rglob("*.json.gz")]):   # .json.gz: shipped, compressed
+    for p in record_files(root):   # .json.gz: shipped, compressed; a plain record beside one wins
         rec = read_record(p)
         if isinstance(rec, dict) and rec.get("record_kind") == "detector":   # not a method's run
             continue

@@ -71,7 +71,7 @@ def validate_members(members: list[Member]) -> None:
     with shared_data_cache():
         for m in members:
             spec = m.spec
-            if not spec.force and store.is_finished(spec.record_path):
+            if not spec.force and store.is_finished(spec.record_path, reuse=spec.reuse):
                 continue
             try:
                 prepare(dataclasses.replace(spec, device=cpu))
@@ -110,14 +110,18 @@ def run_member(spec, *, bad_input_raises: bool) -> dict:
 
 
 def result_line(spec, rec: dict) -> str:
+    """The one line that ends a run. A run that was not trained (its finished record exists) says so: the
+    numbers and the wall time are the record's, not this call's."""
     fin = rec.get("final") or {}
     acc = fin.get("acc_last")
-    return (f"{rec['status']}: method={spec.method} dataset={spec.dataset} noise={spec.noise['name']} "
+    skipped = rec.get("_skipped") and rec.get("status") != "busy"
+    return (f"{rec['status']}{' (not trained now: an existing record)' if skipped else ''}: method={spec.method} dataset={spec.dataset} noise={spec.noise['name']} "
             f"seed={spec.seed} scale={spec.scale} final {fin.get('metric', 'acc')}="
             + (f"{acc:.2f}% (best {fin['acc_best']:.2f}% at epoch {fin['best_epoch']})" if acc is not None
                else f"n/a ({rec.get('message') or 'no evaluated epoch'})")
             + (f" COLLAPSED ({fin.get('collapse_reason')})" if fin.get("collapsed") else "")
-            + f" wall {rec.get('wall_s') or 0:.1f}s record={rec.get('_path')}")
+            + (f" (trained in {rec.get('wall_s') or 0:.1f}s when recorded)" if skipped else
+               f" wall {rec.get('wall_s') or 0:.1f}s") + f" record={rec.get('_path')}")
 
 
 def outcome_of(member: Member, rec: dict | None) -> Outcome:

@@ -32,19 +32,21 @@ def test_subprocess_run_writes_record_then_skips_unless_forced(tmp_results, cli)
     # rerun: skipped, the record untouched
     mtime = recs[0].stat().st_mtime_ns
     r = cli(["run", *SMOKE], tmp_results)
-    assert r.rc == 0 and "skipping" in r.err and "epoch 1/" not in r.err
+    assert r.rc == 0 and "not trained: a finished record of this run exists" in r.err and "epoch 1/" not in r.err
     assert f"{acc:.2f}%" in r.out and str(recs[0]) in r.out
     assert recs[0].stat().st_mtime_ns == mtime
     # force=true retrains (same config hash: force does not change the experiment)
     r = cli(["run", *SMOKE, "force=true"], tmp_results)
-    assert r.rc == 0 and "skipping" not in r.err and "epoch 2/2" in r.err
+    assert r.rc == 0 and "not trained" not in r.err and "epoch 2/2" in r.err
     assert tmp_results.records() == recs and recs[0].stat().st_mtime_ns != mtime
     assert read_json(recs[0])["final"]["acc_last"] == acc   # and it is deterministic
 
 
-def test_a_shipped_gzip_record_is_finished_until_forced(tmp_results, cli):
-    """The repository ships records as ``*.json.gz``: rerunning a shipped grid must skip them (the dry run
-    counts them finished), and a forced rerun replaces the compressed record instead of adding a second."""
+def test_a_shipped_record_never_stands_in_for_a_users_run_unless_reused(tmp_results, cli):
+    """The repository ships reference records as ``*.json.gz``. A user's run trains anyway and writes its
+    own record beside the shipped one, which stays (every reader takes the user's); ``reuse=true`` is the
+    opt-in that counts a shipped record as finished, so rerunning a shipped grid trains nothing, and says
+    so even with verbosity=quiet."""
     import gzip
 
     assert cli(["run", *SMOKE], tmp_results).rc == 0
@@ -54,17 +56,23 @@ def test_a_shipped_gzip_record_is_finished_until_forced(tmp_results, cli):
     shipped.write_bytes(gzip.compress(plain.read_bytes()))
     plain.unlink()                                      # what the ship step leaves: only the .json.gz
 
-    listing = cli(["run", "--dry-run", *SMOKE], tmp_results)
+    listing = cli(["run", "--dry-run", *SMOKE, "reuse=true"], tmp_results)
     assert listing.rc == 0 and "1 runs: 1 finished, 0 to run" in listing.out and str(shipped) in listing.out
-    r = cli(["run", *SMOKE], tmp_results)
-    assert r.rc == 0 and "skipping" in r.err and "epoch 1/" not in r.err
+    r = cli(["run", *SMOKE, "reuse=true", "verbosity=quiet"], tmp_results)
+    assert r.rc == 0 and "epoch 1/" not in r.err
+    assert f"not trained: reusing the shipped reference record {shipped} (reuse=true" in r.err
+    assert r.out.startswith("completed (not trained now: an existing record)") and "when recorded" in r.out
     assert f"{acc:.2f}%" in r.out and str(shipped) in r.out
     assert tmp_results.records() == [] and shipped.is_file()   # nothing written beside it
 
-    r = cli(["run", *SMOKE, "force=true"], tmp_results)
-    assert r.rc == 0 and "epoch 2/2" in r.err
-    assert tmp_results.records() == [plain] and not shipped.exists()   # one record per run
+    listing = cli(["run", "--dry-run", *SMOKE], tmp_results)       # the default: the user's run is to run
+    assert "1 runs: 0 finished, 1 to run" in listing.out
+    r = cli(["run", *SMOKE], tmp_results)
+    assert r.rc == 0 and "epoch 2/2" in r.err and "not trained" not in r.err + r.out
+    assert tmp_results.records() == [plain] and shipped.is_file()   # the reference stays, the user's beside it
     assert read_json(plain)["final"]["acc_last"] == acc
+    from nlbench.store import load_records
+    assert list(load_records(tmp_results.results)["path"].map(lambda p: str(p).endswith(".json"))) == [True]
 
 
 def test_list_prints_every_registry(cli):
@@ -127,7 +135,7 @@ def test_diverging_run_is_recorded_as_diverged(tmp_results, cli):
     assert not tmp_results.checkpoint_files()
     # a diverged run is final: rerunning skips it
     again = cli(["run", *SMOKE, "train.lr=1e6"], tmp_results)
-    assert again.rc == 3 and "skipping" in again.err
+    assert again.rc == 3 and "not trained: a finished record of this run exists" in again.err
 
 
 # ------------------------------------------------------------------------------------ bad input

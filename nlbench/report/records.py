@@ -178,12 +178,9 @@ def _malformed(rec) -> str | None:
 
 
 def record_files(root: Path) -> list[Path]:
-    """Run records under ``root``: ``*.json`` and gzip-compressed ``*.json.gz`` (how the shipped reference
-    records are kept); a record present in both forms is read once, from the plain file."""
-    plain = sorted(root.rglob("*.json"))
-    have = {p.with_suffix("") for p in plain}
-    gz = [p for p in sorted(root.rglob("*.json.gz")) if p.with_suffix("").with_suffix("") not in have]
-    return sorted(plain + gz)
+    """Run records under ``root`` (:func:`nlbench.store.record_files`: a plain record wins over the shipped
+    ``.json.gz`` of the same run)."""
+    return store.record_files(root)
 
 
 def load_detectors(results_dir: str | Path) -> list[dict]:
