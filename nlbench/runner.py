@@ -287,8 +287,9 @@ def execute(spec: RunSpec, *, log=None) -> dict:
         elif spec.device.type == "cpu":   # threads=null: what is fast for this run on this machine now
             from .launch import auto_threads, machine_load
 
-            torch.set_num_threads(auto_threads(small=spec.dataset == "digits" or spec.scale == "smoke",
-                                               cores=os.cpu_count() or 1, load=machine_load()))
+            small = spec.dataset == "digits" or spec.scale == "smoke"
+            torch.set_num_threads(auto_threads(small=small, cores=os.cpu_count() or 1,
+                                               load=None if small else machine_load()))
         return _execute(spec, log, path)
     finally:
         torch.set_num_threads(threads)

@@ -57,3 +57,17 @@ def test_a_run_records_the_threads_it_chose(cli, tmp_results):
     assert r.rc == 0, r.err
     rec = json.loads(tmp_results.records()[0].read_text())
     assert rec["versions"]["torch_threads"] == 1                      # scale=smoke: one thread
+
+
+def test_machine_load_is_the_busy_share_of_every_core_now(monkeypatch):
+    import os
+
+    from nlbench import launch
+
+    samples = iter([(100, 1000), (150, 1100)])            # 50 of 100 jiffies busy across all CPUs
+    monkeypatch.setattr(launch, "_cpu_times", lambda: next(samples))
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert launch.machine_load(sample_s=0.0) == 1.0       # one of two cores busy
+    monkeypatch.setattr(launch, "_cpu_times", lambda: None)   # no /proc/stat: the load average
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.25, 0.5, 0.75))
+    assert launch.machine_load(sample_s=0.0) == 0.25
