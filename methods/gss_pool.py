@@ -18,7 +18,7 @@ Choices the paper leaves open (methods.md 1.3), each an option:
   prediction term by p_noisy, the probability of the *given* label; ``pred`` weights it by max(p),
   the confidence of the prediction itself, so that a mislabeled sample the model confidently and
   correctly predicts moves towards its prediction (Sec. 5.1's description). The default is chosen
-  on the noisy validation split (RESULTS.md), never on the test set.
+  on the noisy validation split (docs/lab-notes.md), never on the test set.
 """
 from __future__ import annotations
 

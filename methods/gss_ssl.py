@@ -36,10 +36,10 @@ Where the drawn labels y_hat ~ D_i / sum(D_i) enter is not in the paper. Every r
 - ``warmup_labels``: ``drawn`` (warm-up CE on drawn labels, GSS-DB's step, which the paper says
   GSS-SSL's main process follows) | ``noisy`` (DivideMix's warm-up).
 The warm-up length follows DivideMix's rule (``warmup_epochs`` scaled, ``warmup_after_ramp``).
-The default is chosen on a noisy validation split, never the test set (RESULTS.md, issue 21: the
+The default is chosen on a noisy validation split, never the test set (docs/lab-notes.md, issue 21: the
 CIFAR-10 copy at ``scale=cpu``, sym0.4 and sym0.8, every {guess, drawn_mix, drawn} x {drawn, noisy}).
 The default (conf/method/gss_ssl.yaml, and here) is that choice: ``unlabeled_target=drawn_mix`` with
-``labeled_entry=noisy``. Chosen by the rule written down in RESULTS.md before the deciding runs: the
+``labeled_entry=noisy``. Chosen by the rule written down in docs/lab-notes.md before the deciding runs: the
 mean last-epoch accuracy on the noisy validation split of seeds 0-2 at sym0.4 is 43.21 against 42.55 for
 the runner-up (drawn with labeled_entry drawn); the test set, which chose nothing, agrees (63.14 against
 61.86). On unlabelled samples it follows Sec. 5.2's "lambda2 is larger for unlabeled samples,

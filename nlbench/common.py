@@ -28,7 +28,7 @@ class Batch:
 def bf16_on(amp: bool | str, device: torch.device) -> bool:
     """Whether a run with ``train.amp`` = ``amp`` computes under bf16 autocast on ``device``: ``true``
     on CUDA only (the default: there it pays), ``always`` on the CPU too. On a CPU with AMX bf16 units
-    that is faster (RESULTS.md: 0.65x CE's epoch at scale=cpu), on one without them slower; either way it
+    that is faster (docs/lab-notes.md: 0.65x CE's epoch at scale=cpu), on one without them slower; either way it
     changes the numbers, not just the speed, so it is never a silent default: CPU scales stay fp32. It
     also runs the CUDA path's bf16 numerics without a GPU, as tests/test_gpu_paths.py does."""
     return amp == "always" or (amp is True and device.type == "cuda")

@@ -163,12 +163,12 @@ def compile_mode_for(cfg: TrainConfig, device: torch.device) -> str | None:
     ``COMPILE_AUTO_MIN_EPOCHS`` epochs, where compiling pays: measured on one H200 (issue 11, CE,
     resnet18_cifar, 5 runs sharing the GPU), the first compiled epoch cost 56 s and every later one
     saved 3.5-4 s (3.1-3.7 s against 7.2 s eager), so it breaks even after about 15 epochs. On the CPU
-    auto stays eager: on 2 cores (CE, scale=cpu, RESULTS.md issue 11) compiling cost about 70 s and made
+    auto stays eager: on 2 cores (CE, scale=cpu, docs/lab-notes.md issue 11) compiling cost about 70 s and made
     the epoch slower (9.1 s against 8.3 s; inference 1.6x faster, training steps 0.89x).
     ``true``/``false`` force it on any device. ``train.compile_mode=reduce-overhead`` (or
     ``max-autotune``) also captures the fixed-shape steps as CUDA graphs on CUDA; the trainer marks
     each training step's start for them. That path is implemented but has not been timed on a GPU
-    (RESULTS.md, issue 11)."""
+    (docs/lab-notes.md, issue 11)."""
     on = (device.type == "cuda" and cfg.epochs >= COMPILE_AUTO_MIN_EPOCHS) if cfg.compile == "auto" else cfg.compile
     return cfg.compile_mode if on else None
 

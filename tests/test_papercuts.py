@@ -77,7 +77,16 @@ def test_prune_empty_dirs_stops_at_the_checkpoint_dir(tmp_path):
     assert outside.exists()
 
 
-def test_readme_says_how_to_get_the_cpu_only_torch_wheel():
+def test_readme_pins_the_cpu_only_torch_the_records_were_made_with():
+    import gzip
+    import json
+
     text = (ROOT / "README.md").read_text()
-    assert "pip install torch --index-url https://download.pytorch.org/whl/cpu" in text
-    assert "torch==2.14.1" in text
+    line = next(ln for ln in text.splitlines() if "download.pytorch.org/whl/cpu" in ln)
+    pinned = line.split("torch==")[1].split()[0]
+    assert line.startswith("pip install torch==") and "torchvision==" in line
+    shipped = sorted((ROOT / "results").rglob("*.json.gz"))
+    if shipped:   # the version a CPU user installs is the one the reference records were made with
+        versions = {json.loads(gzip.decompress(p.read_bytes()))["versions"]["torch"].split("+")[0]
+                    for p in shipped[:20]}
+        assert versions == {pinned}, (versions, pinned)

@@ -156,3 +156,17 @@ def test_the_readme_quote_check_finds_a_changed_number_or_a_missing_row():
     assert len(_quote_errors(readme.format("GCE", "2.00 (1)"), plot)) == 1     # a row the report lacks
     with pytest.raises(AssertionError, match="does not name"):
         _readme_quotes(readme.replace("From `plots/x.md`:", "Here:").format("CE", "2.00 (1)"))
+
+
+@needs_shipped
+@pytest.mark.parametrize("doc", ["README.md", "RESULTS.md"])
+def test_the_documents_quote_the_committed_report_and_carry_no_numbers_of_their_own(doc):
+    """Every table in README.md and RESULTS.md between quote markers is what plots/ gives now
+    (`python -m nlbench.report.quote README.md RESULTS.md` rewrites them), and no result-like number
+    (two decimals) stands in their prose outside a quoted table."""
+    from nlbench.report.quote import fill, prose_numbers
+
+    text = (ROOT / doc).read_text()
+    assert "<!-- quote plots/" in text
+    assert fill(text, ROOT) == text, f"{doc}: a quoted table differs from plots/: run python -m nlbench.report.quote {doc}"
+    assert prose_numbers(text) == [], f"{doc}: numbers in prose that no generated table holds"

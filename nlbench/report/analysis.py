@@ -275,10 +275,11 @@ def validation_section(runs: list[Run], w: Writer) -> list[Section]:
                     ["validation.md", "validation.csv"])]
 
 
-def _default_label(per_noise: dict, variants: dict) -> str:
-    """``default`` with the values the default has for the keys its variants change."""
+def _default_label(per_noise: dict, variants: dict, on: list[str] = ()) -> str:
+    """``default`` with the values the default has for the keys its variants change, read from a run of
+    the first setting ranked on (a default can differ by noise: ELR+'s asym values are not its sym ones)."""
     keys = sorted({d.split("=", 1)[0] for diff in variants for d in diff})
-    run = next(iter(per_noise.values()))[0]
+    run = next((per_noise[n][0] for n in on if per_noise.get(n)), next(iter(per_noise.values()))[0])
     flat = flatten(run.effective)
     vals = [f"{k}={flat.get(k, flat.get('method_params.' + k))}" for k in keys
             if k in flat or "method_params." + k in flat]
@@ -349,7 +350,7 @@ def selection_section(runs: list[Run], w: Writer) -> list[Section]:
             se = (None if not complete or any(s is None for s in se_n) else
                   sum((s / len(rs) ** 0.5) ** 2 for s, rs in zip(se_n, ranked_cells.values())) ** 0.5 / len(on))
             collapsed = [f"{n} seed {r.seed}" for n, rs in ranked_cells.items() for r in rs if r.collapsed]
-            rows.append({"diff": diff, "label": ", ".join(diff) or _default_label(per_noise, variants),
+            rows.append({"diff": diff, "label": ", ".join(diff) or _default_label(per_noise, variants, on),
                          "cells": cells, "val": val, "test": test, "se": se, "collapsed": collapsed,
                          "complete": complete,
                          "score": _mean(val[n] for n in on) if complete else None,
