@@ -208,6 +208,8 @@ def prune_empty_dirs(folder: Path, stop: Path, *, remove_stop: bool = True) -> N
             return
         try:
             folder.rmdir()
+        except FileNotFoundError:   # never made (a start that failed early): its parents may be empty
+            pass
         except OSError:
             return
         if folder == stop:
@@ -268,6 +270,7 @@ def execute(spec: RunSpec, *, log=None) -> dict:
     from .runlock import RunBusy, RunLock
 
     made_checkpoint_dir = not spec.checkpoint_dir.exists()   # only then may the run remove it again
+    made_results_dir = not spec.results_dir.exists()
     check_writable(spec)   # a clear error for an unwritable folder, before the lock file is made there
     lock = RunLock(spec.checkpoint_path.with_suffix(".lock"))
     try:
@@ -295,6 +298,8 @@ def execute(spec: RunSpec, *, log=None) -> dict:
         torch.set_num_threads(threads)
         lock.release()
         prune_empty_dirs(spec.checkpoint_path.parent, spec.checkpoint_dir, remove_stop=made_checkpoint_dir)
+        # a start that failed (bad data, a bad value) wrote no record: leave no empty folder behind either
+        prune_empty_dirs(spec.record_path.parent, spec.results_dir, remove_stop=made_results_dir)
 
 
 def _execute(spec: RunSpec, log, path: Path) -> dict:

@@ -71,3 +71,26 @@ def test_machine_load_is_the_busy_share_of_every_core_now(monkeypatch):
     monkeypatch.setattr(launch, "_cpu_times", lambda: None)   # no /proc/stat: the load average
     monkeypatch.setattr(os, "getloadavg", lambda: (0.25, 0.5, 0.75))
     assert launch.machine_load(sample_s=0.0) == 0.25
+
+
+def test_a_failed_start_leaves_no_folder_behind(cli, tmp_path):
+    made = tmp_path / "new"
+    r = cli(["run", "dataset=cifar10", f"data_dir={tmp_path / 'nowhere'}", "scale=smoke", "device=cpu",
+             f"results_dir={made / 'results'}", f"checkpoint_dir={made / 'checkpoints'}"])
+    r.assert_bad_input(["cifar-10-batches-py not found"])
+    assert not (made / "results").exists() and not (made / "checkpoints").exists()
+    kept = tmp_path / "kept"                      # a results_dir that was there before stays
+    kept.mkdir()
+    r = cli(["run", "dataset=cifar10", f"data_dir={tmp_path / 'nowhere'}", "scale=smoke", "device=cpu",
+             f"results_dir={kept}", f"checkpoint_dir={made / 'checkpoints'}"])
+    assert r.rc == 2 and kept.is_dir() and list(kept.iterdir()) == []
+
+
+def test_report_takes_results_dir_as_runs_spells_it(cli, tmp_path):
+    from report_fixtures import write_record
+
+    write_record(tmp_path / "res", method="ce", dataset="digits", noise="sym0.4", seed=0, acc_last=50.0,
+                 scale="paper")
+    r = cli(["report", f"results_dir={tmp_path / 'res'}", f"out={tmp_path / 'plots'}", "--no-figures"])
+    assert r.rc == 0, r.err
+    assert (tmp_path / "plots" / "REPORT.md").is_file()

@@ -148,6 +148,9 @@ def main(argv: list[str]) -> int:
                    help="report the paper tables/figures at this scale (repeatable; default: every scale "
                         "that has runs of them)")
     p.add_argument("--no-figures", action="store_true", help="tables and REPORT.md only (faster)")
+    # `runs` and `run` spell it results_dir=PATH: accept that here too (and out=PATH)
+    argv = [x for a in argv for x in ((f"--{a.partition('=')[0].replace('_', '-')}", a.partition("=")[2])
+                                      if a.partition("=")[0] in ("results_dir", "out") else (a,))]
     try:
         a = p.parse_args(argv)
     except SystemExit as e:
