@@ -45,8 +45,11 @@ def test_verbosity(verbosity, epoch_lines, tmp_path, cli):
     assert r.out.startswith("completed:")          # the final line is always printed
     if verbosity == "quiet":
         assert r.err == ""
-        again = cli(["run", *SMOKE, "verbosity=quiet"], res)     # skipped: still silent on stderr
-        assert again.rc == 0 and again.err == "" and again.out.startswith("completed:")
+        # not trained: said even at verbosity=quiet (one line), and the final line says so too
+        again = cli(["run", *SMOKE, "verbosity=quiet"], res)
+        assert again.rc == 0 and again.err.startswith("not trained: a finished record of this run exists")
+        assert len(again.err.splitlines()) == 1
+        assert again.out.startswith("completed (not trained now: an existing record):")
 
 
 def test_a_finished_run_leaves_no_empty_checkpoint_folders(tmp_path, cli):
