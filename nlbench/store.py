@@ -236,7 +236,8 @@ def record_row(rec: dict, path: str | Path) -> dict:
         **{k: last.get(k) for k in LAST_EPOCH_COLUMNS},
         "epochs_done": len(rec.get("history") or []),
         "wall_s": wall, "minutes": None if wall is None else wall / 60, "config_hash": rec.get("config_hash"),
-        "git_commit": git.get("commit"), "git_dirty": git.get("dirty"), "finished_at": rec.get("finished_at"),
+        "git_commit": git.get("commit"), "git_dirty": git.get("dirty"), "method_module": rec.get("method_module"),
+        "finished_at": rec.get("finished_at"),
         "path": str(path),
     }
     row.update(setting_columns(eff, noise.get("options")))
@@ -253,7 +254,8 @@ def load_records(results_dir: str | Path = "results", *, with_history: bool = Fa
     Columns: method, dataset, noise, noise_kind, nominal_rate, actual_rate, seed, noise_seed, scale,
     backbone, epochs, status, message, acc_last, acc_best, acc_last10, top5_last, val_last (the noisy
     validation split's last-epoch top-1), test_at_best_val, collapsed, the last epoch's sel_precision,
-    sel_recall, memorized and det_auroc (where recorded), epochs_done, wall_s, minutes, config_hash, git_commit, git_dirty, finished_at, path; then every resolved setting as a
+    sel_recall, memorized and det_auroc (where recorded), epochs_done, wall_s, minutes, config_hash, git_commit, git_dirty,
+    method_module (the module that registered the method), finished_at, path; then every resolved setting as a
     dotted column: ``method.<param>`` (nested ones as ``method.base_params.q``), ``train.<key>``
     (``train.lr``, ``train.epochs``, ... lists as tuples), ``backbone.<option>``, ``dataset.<option>``,
     ``augment.<key>``, ``noise.<option>``, subset_per_class, and the data provenance ``data.<key>``

@@ -94,3 +94,10 @@ def test_report_takes_results_dir_as_runs_spells_it(cli, tmp_path):
     r = cli(["report", f"results_dir={tmp_path / 'res'}", f"out={tmp_path / 'plots'}", "--no-figures"])
     assert r.rc == 0, r.err
     assert (tmp_path / "plots" / "REPORT.md").is_file()
+
+
+def test_runs_can_show_which_module_registered_the_method(cli, tmp_results):
+    assert cli(["run", *SMOKE, "train.epochs=1", "verbosity=quiet"], tmp_results).rc == 0
+    r = cli(["runs", f"results_dir={tmp_results.results}", "--columns", "method,method_module"])
+    assert r.rc == 0, r.err
+    assert r.out.splitlines()[1].split() == ["ce", "methods.ce"]
