@@ -87,6 +87,17 @@ def test_every_method_is_scored_by_one_rule_with_the_other_beside(tmp_path):
     assert "The same table with several-network methods scored as a single network" in (out / "REPORT.md").read_text()
 
 
+def test_tables_beyond_the_paper_score_by_the_same_rule(tmp_path):
+    res = tmp_path / "results"
+    for s in (0, 1):   # CIFAR-10N worse is in no paper table: the summary table shows it
+        _two_net(res, "coteaching", "c10n_worse", s, ens=50.0 + s, single=48.0 + s)
+    out = tmp_path / "plots"
+    rp.report(res, out, figures=False)
+    row = _cell(out / "summary_cifar10_cpu.csv", method="coteaching")
+    assert float(row["last_mean"]) == 50.5                       # the ensemble, not the networks' mean
+    assert "scored on their ensemble" in (out / "summary_cifar10_cpu.md").read_text()
+
+
 def test_a_one_network_table_writes_no_second_rule(tmp_path):
     res = tmp_path / "results"
     for s in (1, 2):

@@ -229,6 +229,9 @@ def validation_section(runs: list[Run], w: Writer) -> list[Section]:
     last and best epoch beside what chooses without clean labels (the noisy validation accuracy, and the
     test accuracy at the epoch it picks), the method's selection against the truth, the memorised share,
     the wall time and the collapsed runs. Paper-table runs are included (this is not a paper table)."""
+    from .protocol import load_protocol
+
+    rule = load_protocol().headline_rule   # test accuracy by the protocol's scoring rule, as the tables
     g = _groups(runs, lambda r: r.value("val_top1") is not None)
     if not g:
         return []
@@ -236,7 +239,8 @@ def validation_section(runs: list[Run], w: Writer) -> list[Section]:
     for k in sorted(g, key=lambda k: (k[0], k[1], k[2], noise_sort_key(g[k][0]), method_sort_key(k[4]), k[5])):
         ds, scale, tag, noise, m, diff = k
         rs = sorted(g[k], key=lambda r: r.seed)
-        vals = {c: [r.value(c) for r in rs] for c in ("acc_last", "acc_best", "val_top1", "sel_precision",
+        vals = {c: [r.acc(rule, c[4:]) if c in ("acc_last", "acc_best") else r.value(c) for r in rs]
+                for c in ("acc_last", "acc_best", "val_top1", "sel_precision",
                                                       "sel_recall", "memorized")}
         at_val = [num((r.rec.get("final") or {}).get("test_at_best_val")) for r in rs]
         se = [_binomial_se(v, (r.rec.get("val_split") or {}).get("num_val")) for v, r in zip(vals["val_top1"], rs)]
@@ -309,6 +313,9 @@ def selection_section(runs: list[Run], w: Writer) -> list[Section]:
     settings does not skew the ranking). A variant with a collapsed run there is out; one missing a setting
     is listed, unranked. The test accuracy over the same settings is shown and ranked beside it, chooses
     nothing, and says afterwards whether the test set agrees."""
+    from .protocol import load_protocol
+
+    rule = load_protocol().headline_rule
     fam: dict = defaultdict(lambda: defaultdict(dict))
     for (ds, scale, tag, noise, m, diff), rs in _groups(runs, lambda r: r.value("val_top1") is not None).items():
         fam[(ds, scale, tag, m)][diff][noise] = sorted(rs, key=lambda r: r.seed)
@@ -340,7 +347,7 @@ def selection_section(runs: list[Run], w: Writer) -> list[Section]:
         for diff, per_noise in variants.items():
             cells = {n: [r for r in per_noise[n] if r.pair in common[n]] for n in shown if n in per_noise}
             val = {n: _mean(r.value("val_top1") for r in rs) for n, rs in cells.items()}
-            test = {n: _mean(r.acc_last for r in rs) for n, rs in cells.items()}
+            test = {n: _mean(r.acc(rule) for r in rs) for n, rs in cells.items()}
             ranked_cells = {n: cells[n] for n in on if n in cells}
             # sampling error of the split only (not the seed-to-seed spread): per setting the mean of
             # k runs' binomial SEs over sqrt(k), combined over the settings averaged

@@ -56,7 +56,22 @@ FRAME_COLUMNS = ["series", "method", "key", "epoch", "mean", "std", "n"]
 
 
 def _metric(r: Run) -> str:
-    return (r.rec.get("final") or {}).get("metric") or "test_top1"
+    """The history key of a run's test accuracy under the protocol's scoring rule: a several-network
+    run's ensemble (or mean of networks) when it logged one, else its own metric."""
+    from .protocol import load_protocol
+    from .records import SCORING_RULES
+
+    metric = (r.rec.get("final") or {}).get("metric") or "test_top1"
+    ruled = SCORING_RULES[load_protocol().headline_rule]
+    if metric == "test_top1" and any(ruled in h for h in r.history):
+        return ruled
+    return metric
+
+
+def _rule() -> str:
+    from .protocol import load_protocol
+
+    return load_protocol().headline_rule
 
 
 def history_frame(series: list[tuple[str, list[Run]]], keys: list[str], scale: float = 1.0) -> pd.DataFrame:
@@ -167,7 +182,7 @@ def fig1(runs: list[Run], stem: Path, *, subtitle: str, n_asked: int | None = No
     df["noise"] = df.series.map({s: noisy[s][0].noise for s in order})
     fig, (ax,), theme = _figure(width=8.0, height=4.0)
     _curves(ax, df, order, dashed={bound})
-    last = {s: Cell(noisy[s], n_asked) for s in order}
+    last = {s: Cell(noisy[s], n_asked, rule=_rule()) for s in order}
     handles, labels = ax.get_legend_handles_labels()
     labels = [f"{lab}: {last[lab].mean:.1f} ({last[lab].n})" if last[lab].mean is not None else lab
               for lab in labels]
@@ -192,7 +207,7 @@ def fig3(runs: list[Run], stem: Path, *, subtitle: str, n_asked: int | None = No
             if vals[fixed] == fixed_val:
                 groups[vals[vary]].append(r)
         for x in sorted(groups):
-            c = Cell(groups[x], n_asked)
+            c = Cell(groups[x], n_asked, rule=_rule())
             rows.append([panel, x, c.mean, c.std, c.n, c.n_diverged, n_asked])
     df = pd.DataFrame(rows, columns=["panel", "value", "mean", "std", "n", "n_diverged", "n_asked"]).astype(
         {"mean": "float64", "std": "float64"})      # a one-seed cell's std is None: NaN, not an object column
@@ -219,7 +234,7 @@ def fig4(runs: list[Run], stem: Path, *, subtitle: str, n_asked: int | None = No
         groups[(r.noise, r.method)].append(r)
     rows = []
     for (noise, m) in sorted(groups, key=lambda k: (k[0], method_sort_key(k[1]))):
-        c = Cell(groups[(noise, m)], n_asked)
+        c = Cell(groups[(noise, m)], n_asked, rule=_rule())
         rows.append([noise, m, method_name(m), c.mean, c.std, c.n, c.n_diverged, n_asked])
     df = pd.DataFrame(rows, columns=["noise", "method", "method_name", "mean", "std", "n", "n_diverged", "n_asked"]
                       ).astype({"mean": "float64", "std": "float64"})

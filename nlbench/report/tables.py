@@ -512,7 +512,11 @@ def noise_sort_key(r: Run):
 
 
 def summary_sections(runs: list[Run], w: Writer) -> list[Section]:
-    """Every run no paper table or figure used: per dataset and scale, noise x method rows."""
+    """Every run no paper table or figure used: per dataset and scale, noise x method rows, scored by the
+    protocol's rule (conf/protocol.yaml) like the paper tables."""
+    from .protocol import load_protocol
+
+    rule = load_protocol().headline_rule
     sections = []
     by_ds = defaultdict(list)
     for r in runs:
@@ -532,7 +536,7 @@ def summary_sections(runs: list[Run], w: Writer) -> list[Section]:
                 actual = [a for a in actual if a is not None]
                 noise_txt = noise + (f" ({100 * sum(actual) / len(actual):.1f}% actual)" if actual else "")
                 for v, vr, note in split_versions(groups[(noise, m, diff)]):
-                    last, best = Cell(vr, None, "acc_last"), Cell(vr, None, "acc_best")
+                    last, best = Cell(vr, None, "acc_last", rule=rule), Cell(vr, None, "acc_best", rule=rule)
                     variant = ", ".join(diff) + (f"; {v}" if v and diff else v)
                     div = [r.seed for r in vr if r.status == "diverged"]
                     col = [r.seed for r in vr if r.collapsed]
@@ -552,7 +556,8 @@ def summary_sections(runs: list[Run], w: Writer) -> list[Section]:
             md_parts.append(f"**{DATASET_NAMES.get(ds, ds)}** · {scale_words(scale, rs)} · data: {rs[0].data_label}\n\n"
                             + md_table(["Noise", "Method", "Last epoch", "Best epoch (test-selected)", "Seeds",
                                         "Notes"], rows))
-        legend = ("Last epoch: the headline, mean ± sample std over seeds. Best epoch: the best test accuracy "
+        legend = (f"Last epoch: the headline ({RULE_WORDS[rule]}), mean ± sample std over seeds. Best epoch: "
+                  "the best test accuracy "
                   "of each run, selected on the test set (optimistic; papers mix the two). A method label in "
                   "parentheses lists what differs from this checkout's default config.")
         md = "\n".join(md_parts) + "\n" + legend + "\n"
