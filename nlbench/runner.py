@@ -288,7 +288,7 @@ def execute(spec: RunSpec, *, log=None) -> dict:
         if spec.threads:   # before any tensor work; the record's versions.torch_threads shows it
             torch.set_num_threads(spec.threads)
         elif spec.device.type == "cpu":   # threads=null: what is fast for this run on this machine now
-            from .launch import auto_threads, machine_load
+            from .cpu import auto_threads, machine_load
 
             small = spec.dataset == "digits" or spec.scale == "smoke"
             torch.set_num_threads(auto_threads(small=small, cores=os.cpu_count() or 1,

@@ -40,7 +40,7 @@ def test_an_unknown_method_names_the_way_to_add_ones_own(cli, tmp_results):
 
 
 def test_threads_default_to_what_is_fast_for_the_run_and_the_machine():
-    from nlbench.launch import auto_threads
+    from nlbench.cpu import auto_threads
 
     assert auto_threads(small=True, cores=16, load=0.0) == 1          # digits' MLP: too small to split
     assert auto_threads(small=False, cores=2, load=0.1) == 2          # an idle machine: every core
@@ -62,7 +62,7 @@ def test_a_run_records_the_threads_it_chose(cli, tmp_results):
 def test_machine_load_is_the_busy_share_of_every_core_now(monkeypatch):
     import os
 
-    from nlbench import launch
+    from nlbench import cpu as launch
 
     samples = iter([(100, 1000), (150, 1100)])            # 50 of 100 jiffies busy across all CPUs
     monkeypatch.setattr(launch, "_cpu_times", lambda: next(samples))

@@ -117,7 +117,7 @@ def test_methods_import_only_the_contract_layer():
 
 
 #: the report's steps in the order data flows through them; a new module of nlbench/report/ takes its place here
-REPORT_STEPS = ["records", "cells", "output", "tables", "analysis", "figures", "page"]
+REPORT_STEPS = ["records", "protocol", "cells", "output", "tables", "analysis", "figures", "page", "quote"]
 
 
 def test_report_steps_import_only_earlier_steps():
