@@ -178,3 +178,12 @@ def test_a_bad_protocol_file_is_named(tmp_path):
     bad.write_text("experiments:\n  table3: {min_runs: 0}\n")
     with pytest.raises(ConfigError, match="experiments.table3"):
         load_protocol(str(bad))
+
+
+def test_a_summary_row_names_its_runs_from_uncommitted_trees(tmp_path):
+    res = tmp_path / "results"
+    write_record(res, method="ce", dataset="cifar10", noise="c10n_worse", seed=0, acc_last=50.0, dirty=True)
+    write_record(res, method="ce", dataset="cifar10", noise="c10n_worse", seed=1, acc_last=52.0)
+    rp.report(res, tmp_path / "plots", figures=False)
+    row = _cell(tmp_path / "plots" / "summary_cifar10_cpu.csv", method="ce")
+    assert "1 from an uncommitted tree (seed 0;" in row["note"]

@@ -540,8 +540,11 @@ def summary_sections(runs: list[Run], w: Writer) -> list[Section]:
                     variant = ", ".join(diff) + (f"; {v}" if v and diff else v)
                     div = [r.seed for r in vr if r.status == "diverged"]
                     col = [r.seed for r in vr if r.collapsed]
+                    dirty = [r.seed for r in vr if r.dirty]
                     notes = ([f"{len(div)} diverged (seed {', '.join(map(str, div))})"] if div else []) + \
                             ([f"{len(col)} collapsed (seed {', '.join(map(str, col))}; in the mean)"] if col else []) + \
+                            ([f"{len(dirty)} from an uncommitted tree (seed {', '.join(map(str, dirty))}; in the "
+                              "mean, its code recorded nowhere)"] if dirty else []) + \
                             ([note] if note else [])
 
                     def ms(c):
