@@ -345,7 +345,9 @@ def selection_section(runs: list[Run], w: Writer) -> list[Section]:
             continue
         rows = []
         for diff, per_noise in variants.items():
-            cells = {n: [r for r in per_noise[n] if r.pair in common[n]] for n in shown if n in per_noise}
+            # one run per (noise_seed, seed): a clean rerun of a record from an uncommitted tree replaces it
+            cells = {n: list({r.pair: r for r in sorted(per_noise[n], key=lambda r: bool(r.dirty), reverse=True)
+                              if r.pair in common[n]}.values()) for n in shown if n in per_noise}
             val = {n: _mean(r.value("val_top1") for r in rs) for n, rs in cells.items()}
             test = {n: _mean(r.acc(rule) for r in rs) for n, rs in cells.items()}
             ranked_cells = {n: cells[n] for n in on if n in cells}
