@@ -291,10 +291,9 @@ def _default_label(per_noise: dict, variants: dict, on: list[str] = ()) -> str:
 
 
 def _pairs_words(pairs) -> str:
-    by = defaultdict(list)
-    for ns, sd in sorted(pairs):
-        by[ns].append(sd)
-    return ", ".join(f"noise_seed {ns} seed {'/'.join(map(str, sds))}" for ns, sds in sorted(by.items()))
+    from .protocol import seeds_by_draw
+
+    return ", ".join(f"noise_seed {ns} seed {'/'.join(map(str, sds))}" for ns, sds in seeds_by_draw(pairs))
 
 
 def _binomial_se(acc_pct: float | None, n) -> float | None:

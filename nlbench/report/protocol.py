@@ -44,6 +44,14 @@ def mean_ci(values: list[float]) -> tuple[float, float | None]:
     return m, t975(n - 1) * sd / math.sqrt(n)
 
 
+def seeds_by_draw(pairs) -> list[tuple[int, list[int]]]:
+    """(noise_seed, seed) pairs grouped by noise draw, both sorted: [(0, [0, 1]), (1, [0])]."""
+    by: dict[int, list[int]] = {}
+    for ns, sd in sorted(pairs):
+        by.setdefault(ns, []).append(sd)
+    return sorted(by.items())
+
+
 @dataclass
 class Paired:
     """Method a against method b on the (noise_seed, seed) pairs both ran."""

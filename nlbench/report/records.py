@@ -53,7 +53,6 @@ class Run:
     device: str
     noise_seed: int = 0         # the noisy-label draw (and the scale=cpu subset); records before the key: 0
     dirty: bool | None = None   # made from a tree with uncommitted changes (None: unknown, e.g. no git)
-    exclusion_reason: str | None = None   # set by the report: why it may not enter a headline cell
 
     def acc(self, rule: str = "ensemble", when: str = "last") -> float | None:
         """Test accuracy (%) at the last epoch (``when="last"``) or the best evaluated one (``"best"``) under
@@ -177,18 +176,12 @@ def _malformed(rec) -> str | None:
     return None
 
 
-def record_files(root: Path) -> list[Path]:
-    """Run records under ``root`` (:func:`nlbench.store.record_files`: a plain record wins over the shipped
-    ``.json.gz`` of the same run)."""
-    return store.record_files(root)
-
-
 def load_detectors(results_dir: str | Path) -> list[dict]:
     """The reference-detector records (``python -m nlbench detect``; ``method: cleanlab_cv``), each with its
     relative ``_path``."""
     root = Path(results_dir)
     out = []
-    for p in record_files(root):
+    for p in store.record_files(root):
         rec = store.read_record(p)
         if isinstance(rec, dict) and rec.get("record_kind") == "detector" and rec.get("status") == "completed":
             out.append({**rec, "_path": p.relative_to(root).as_posix()})
@@ -200,7 +193,7 @@ def load_runs(results_dir: str | Path) -> tuple[list[Run], list[tuple[str, str]]
     Reference-detector records are not runs of a method: :func:`load_detectors` reads them."""
     root = Path(results_dir)
     runs, skipped = [], []
-    for p in record_files(root):
+    for p in store.record_files(root):
         rel = p.relative_to(root).as_posix()
         rec = store.read_record(p)
         if isinstance(rec, dict) and rec.get("record_kind") == "detector":

@@ -207,15 +207,18 @@ def _needed(missing: list, have: list[Run], min_runs: int, min_draws: int) -> li
 
 
 def _pairs_text(runs: list[Run]) -> str:
-    by = defaultdict(list)
-    for r in runs:
-        by[r.noise_seed].append(r.seed)
-    return "; ".join(f"noise_seed {ns}: seed {', '.join(map(str, sorted(s)))}" for ns, s in sorted(by.items()))
+    from .protocol import seeds_by_draw
+
+    return "; ".join(f"noise_seed {ns}: seed {', '.join(map(str, s))}"
+                     for ns, s in seeds_by_draw({r.pair for r in runs}))
 
 
 def _exclusion_note(out: list[Run]) -> str:
-    sel = [r for r in out if r.exclusion_reason == "selection"]
-    dirty = [r for r in out if r.exclusion_reason == "dirty"]
+    from .protocol import load_protocol
+
+    proto = load_protocol()
+    sel = [r for r in out if proto.exclusion(r) == "selection"]
+    dirty = [r for r in out if proto.exclusion(r) == "dirty"]
     parts = []
     if sel:
         parts.append(f"left out: {len(sel)} run{'s' * (len(sel) > 1)} that chose this method's default "
@@ -265,10 +268,8 @@ def table_section(spec: TableSpec, scale: str, index: Index, paper: dict, w: Wri
         if err:
             unavailable[e.method] = err
         res.used.update(r.path for r in runs)
-        for r in runs:
-            r.exclusion_reason = proto.exclusion(r)
-        keep = [r for r in runs if r.exclusion_reason is None]
-        excluded[key] += [r for r in runs if r.exclusion_reason]
+        keep = [r for r in runs if proto.exclusion(r) is None]
+        excluded[key] += [r for r in runs if proto.exclusion(r)]
         matched[key] += keep
         if not runs:
             absent[key].append(e)
