@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from collections import defaultdict
 from dataclasses import dataclass
 from importlib import resources
@@ -210,7 +209,7 @@ def _pairs_text(runs: list[Run]) -> str:
     from .protocol import seeds_by_draw
 
     return "; ".join(f"noise_seed {ns}: seed {', '.join(map(str, s))}"
-                     for ns, s in seeds_by_draw({r.pair for r in runs}))
+                     for ns, s in seeds_by_draw([r.pair for r in runs]))
 
 
 def _exclusion_note(out: list[Run]) -> str:
